@@ -1,0 +1,1 @@
+"""Benchmark harnesses for Puffin (see benchmarks/README.md)."""

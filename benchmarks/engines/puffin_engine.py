@@ -1,0 +1,59 @@
+"""Puffin itself, through its public API (``puffin.connect`` / ``register`` / ``sql``).
+
+With ``nodes`` set (the scaling run) the worker first starts a ``ray.cluster_utils.Cluster``
+of that many nodes sharing ``cpus`` logical CPUs, and connects Puffin to it.
+"""
+
+from __future__ import annotations
+
+
+class Engine:
+    def __init__(self, nodes: int | None = None, cpus: int | None = None,
+                 target_partitions: int | None = None) -> None:
+        import puffin
+
+        self.puffin = puffin
+        self.cluster = None
+        if nodes:
+            self.cluster = _start_cluster(nodes, cpus or nodes)
+            self.con = puffin.connect(address=self.cluster.address,
+                                      target_partitions=target_partitions)
+        else:
+            self.con = puffin.connect(target_partitions=target_partitions)
+
+    def version(self) -> str:
+        return getattr(self.puffin, "__version__", "dev")
+
+    def load(self, tables: dict[str, str]) -> None:
+        for name, path in tables.items():
+            self.con.register(name, path)
+
+    def run(self, sql: str):
+        return self.con.sql(sql).arrow()
+
+    def explain_analyze(self, sql: str) -> str:
+        result = self.con.sql("EXPLAIN ANALYZE " + sql)
+        try:
+            table = result.arrow()
+            if "explain" in table.column_names:
+                return "\n".join(str(v) for v in table.column("explain").to_pylist())
+        except Exception:  # noqa: BLE001 - fall back to the result's text form
+            pass
+        return str(result)
+
+    def close(self) -> None:
+        self.con.close()
+        if self.cluster is not None:
+            self.cluster.shutdown()
+
+
+def _start_cluster(nodes: int, cpus: int):
+    """``nodes`` Ray nodes on this machine, splitting ``cpus`` logical CPUs between them."""
+    from ray.cluster_utils import Cluster
+
+    per_node = [cpus // nodes + (1 if i < cpus % nodes else 0) for i in range(nodes)]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node[0]})
+    for n in per_node[1:]:
+        cluster.add_node(num_cpus=n)
+    cluster.wait_for_nodes()
+    return cluster

@@ -1,0 +1,309 @@
+"""TPC-H benchmark of Puffin against peer engines.
+
+    python -m benchmarks.tpch --sf 1 --engines puffin,duckdb,spark,daft
+    python -m benchmarks.tpch --sf 0.1 --engines duckdb,polars --queries 1,3,5 --reps 5
+    python -m benchmarks.tpch --sf 1 --scaling            # Puffin on 1, 2 and 4 Ray nodes
+
+Every engine runs in its own long-lived worker process (peers with clashing dependencies in
+their own venv), all of them loaded before the first query. Queries run query-major: for
+each query, a warm-up on every engine, then the timed repetitions interleaved across
+engines. Answers are checked against DuckDB; see benchmarks/README.md for the outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+
+from benchmarks import report
+from benchmarks.compare import compare, has_order_by
+from benchmarks.datagen import ensure_data, ensure_plain_copy, sf_label
+from benchmarks.engine_run import Config, EngineRun
+from benchmarks.engines import ENGINES
+from benchmarks.explain import summarise
+from benchmarks.report import short_error
+from benchmarks.workers import REPO, MemorySampler
+
+BENCH_DIR = Path(__file__).resolve().parent
+DEFAULT_QUERIES = REPO.parent / "shared" / "tpch" / "queries"
+PROBE_SQL = "SELECT count(*) FROM nation"
+PROBE_WARMUP = 3
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tpch", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sf", type=float, default=1.0, help="scale factor (default 1)")
+    parser.add_argument("--engines", default="puffin,duckdb,spark,daft",
+                        help=f"comma-separated, from {','.join(ENGINES)}")
+    parser.add_argument("--queries", default="all", help="e.g. 1,3,5 (default all 22)")
+    parser.add_argument("--reps", type=int, default=3, help="timed repetitions (default 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results",
+                        help="output directory (default benchmarks/results)")
+    parser.add_argument("--baseline", help="label ratios are relative to "
+                        "(default puffin when it runs, else the first engine)")
+    parser.add_argument("--timeout", type=float, default=300,
+                        help="seconds one request (load, one query run) may take (default 300)")
+    parser.add_argument("--probe-runs", type=int, default=20,
+                        help=f"timed runs of {PROBE_SQL!r} per engine (default 20; 0 skips)")
+    parser.add_argument("--keep-decimals", action="store_true",
+                        help="give Daft the decimal columns too (by default its copy of the "
+                        "data has float64, as in Daft's own TPC-H setup)")
+    parser.add_argument("--spark-memory", help="spark.driver.memory (default: a third of "
+                        "RAM, at most 8g)")
+    parser.add_argument("--queries-dir", type=Path, default=DEFAULT_QUERIES,
+                        help=f"directory of qNN.sql files (default {DEFAULT_QUERIES})")
+    scaling = parser.add_argument_group("scaling run (Puffin only)")
+    scaling.add_argument("--scaling", action="store_true",
+                         help="run Puffin on several Ray nodes instead of comparing engines")
+    scaling.add_argument("--nodes", default="1,2,4", help="node counts (default 1,2,4)")
+    scaling.add_argument("--cpus", type=int, default=max(4, os.cpu_count() or 1),
+                         help="logical CPUs split across the nodes (default max(4, cores))")
+    args = parser.parse_args(argv)
+    if args.reps < 1:
+        parser.error("--reps must be at least 1")
+    unknown = set(args.engines.split(",")) - set(ENGINES)
+    if unknown and not args.scaling:
+        parser.error(f"unknown engines {sorted(unknown)}; choose from {','.join(ENGINES)}")
+    return args
+
+
+def load_queries(directory: Path, selection: str) -> dict[str, str]:
+    numbers = range(1, 23) if selection == "all" else [int(n) for n in selection.split(",")]
+    queries = {}
+    for n in numbers:
+        text = (directory / f"q{n:02d}.sql").read_text()
+        queries[f"q{n:02d}"] = text.strip().rstrip(";").strip()
+    return queries
+
+
+def reference_answers(data_dir: Path, queries: dict[str, str]) -> dict[str, pa.Table]:
+    """DuckDB's answers, computed in this process, untimed."""
+    from benchmarks.engines.duckdb_engine import Engine
+
+    start = time.perf_counter()
+    engine = Engine()
+    engine.load({p.name: str(p) for p in data_dir.iterdir() if p.is_dir()})
+    answers = {qid: engine.run(sql) for qid, sql in queries.items()}
+    engine.close()
+    print(f"[ref] DuckDB reference answers for {len(queries)} queries in "
+          f"{time.perf_counter() - start:.1f} s", flush=True)
+    return answers
+
+
+def _ray_env(label: str) -> dict[str, str]:
+    """Each Ray-based worker gets its own Ray temp dir (short: it holds unix sockets)."""
+    return {"RAY_TMPDIR": f"/tmp/pbench-{os.getpid()}-{label}"}
+
+
+def comparison_configs(args: argparse.Namespace, data_dir: Path) -> list[Config]:
+    configs = []
+    for name in args.engines.split(","):
+        spec = ENGINES[name]
+        config = Config(name, spec, data_dir)
+        if spec.plain_strings:
+            as_float = spec.decimals_as_float and not args.keep_decimals
+            config.data_dir = ensure_plain_copy(data_dir, decimals_as_float=as_float)
+            config.note = ("reads a copy of the data with string_view columns as string"
+                           + (" and decimals as float64" if as_float else ""))
+        if name == "spark":
+            config.options = {"driver_memory": args.spark_memory} if args.spark_memory else {}
+            config.note = "local[*]"
+        if name in ("puffin", "daft"):
+            config.env = _ray_env(name)
+        if name == "daft":  # keep Ray 2.59 from writing a token into ~/.ray
+            config.env["RAY_AUTH_MODE"] = "disabled"
+            config.note += "; Ray runner"
+        configs.append(config)
+    return configs
+
+
+def scaling_configs(args: argparse.Namespace, data_dir: Path) -> list[Config]:
+    configs = []
+    for n in (int(x) for x in args.nodes.split(",")):
+        label = f"puffin-{n}node" + ("s" if n > 1 else "")
+        configs.append(Config(label, ENGINES["puffin"], data_dir,
+                              options={"nodes": n, "cpus": args.cpus}, env=_ray_env(label),
+                              explain=True,
+                              note=f"{n} Ray node{'s' if n > 1 else ''} sharing {args.cpus} "
+                              "logical CPUs"))
+    return configs
+
+
+NOT_STARTED = "engine did not start"
+
+
+def _error(message: str) -> dict:
+    return {"status": "error", "error": message}
+
+
+def run_query(runs: list[EngineRun], qid: str, sql: str, expected: pa.Table,
+              args: argparse.Namespace, tmp: Path, sampler: MemorySampler) -> dict:
+    """Warm-up on every engine, then the timed repetitions interleaved across engines."""
+    entries: dict[str, dict] = {}
+    active = []
+    for run in runs:
+        if not run.ensure_started():
+            entries[run.label] = _error(NOT_STARTED)
+            continue
+        for _ in range(args.warmup):
+            answer = run.call({"op": "run", "sql": sql, "result": None}, qid)
+            if not answer["ok"]:
+                entries[run.label] = _error(answer["error"])
+                break
+        else:
+            active.append(run)
+    times: dict[str, list[float]] = {run.label: [] for run in active}
+    for rep in range(args.reps):
+        for run in list(active):
+            keep = str(tmp / f"{run.label}-{qid}.arrow") if rep == args.reps - 1 else None
+            answer = run.call({"op": "run", "sql": sql, "result": keep}, qid)
+            if answer["ok"]:
+                times[run.label].append(answer["seconds"])
+            else:
+                entries[run.label] = _error(answer["error"])
+                active.remove(run)
+    for run in active:
+        path = tmp / f"{run.label}-{qid}.arrow"
+        with pa.OSFile(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+        path.unlink()
+        mismatch = compare(table, expected, ordered=has_order_by(sql))
+        entries[run.label] = {"status": "wrong" if mismatch else "ok", "mismatch": mismatch,
+                              "times_s": times[run.label],
+                              "median_s": statistics.median(times[run.label]),
+                              "rows": table.num_rows}
+    for run in runs:
+        entry = entries[run.label]
+        entry["peak_rss_bytes"] = sampler.peak_by_key.get((run.label, qid))
+        if run.config.explain and entry["status"] != "error" and run.worker is not None:
+            answer = run.call({"op": "explain", "sql": sql}, qid)
+            entry["explain"] = ({**summarise(answer["text"]), "text": answer["text"]}
+                                if answer["ok"] else {"error": answer["error"]})
+    return entries
+
+
+def _progress(qid: str, label: str, entry: dict) -> str:
+    line = f"{qid}  {label:<14}"
+    if entry["status"] == "error":
+        return line + f"  error: {short_error(entry['error'])}"
+    times = " ".join(f"{t:.3f}" for t in entry["times_s"])
+    line += f"{entry['median_s']:9.3f} s  {entry['status']:<5}  [{times}]"
+    if entry.get("peak_rss_bytes"):
+        line += f"  rss {entry['peak_rss_bytes'] / 2**30:.2f} GiB"
+    if entry["status"] == "wrong":
+        line += f"  {entry['mismatch'][:120]}"
+    if "explain" in entry and "error" not in entry["explain"]:
+        ex = entry["explain"]
+        line += f"  stages={ex['stages']} tasks={ex['tasks']} shuffled={ex['bytes_shuffled']}"
+    return line
+
+
+def probe(run: EngineRun, n: int) -> None:
+    if n <= 0 or not run.ensure_started():
+        return
+    answer = run.call({"op": "probe", "sql": PROBE_SQL, "n": n + PROBE_WARMUP}, "probe")
+    if answer["ok"]:
+        runs = answer["seconds"][PROBE_WARMUP:]
+        run.record.update(probe_runs_s=runs, probe_median_s=statistics.median(runs))
+        print(f"probe {run.label:<14} {PROBE_SQL}: median {statistics.median(runs) * 1000:.1f} ms"
+              f" over {n} warm runs", flush=True)
+    else:
+        run.record["probe_error"] = answer["error"]
+        print(f"probe {run.label:<14} error: {short_error(answer['error'])}")
+
+
+def summarise_runs(results: dict) -> None:
+    base = results["baseline"]
+    for label, record in results["runs"].items():
+        entries = [q[label] for q in results["queries"].values() if label in q]
+        for status in ("ok", "wrong", "error"):
+            record[status] = sum(e["status"] == status for e in entries)
+        record["total_s"] = sum(e["median_s"] for e in entries if e["status"] == "ok")
+        both = [q for q in results["queries"].values() if label in q and base in q
+                and q[label]["status"] == "ok" and q[base]["status"] == "ok"]
+        for q in both:
+            q[label]["ratio"] = q[label]["median_s"] / q[base]["median_s"]
+        base_total = sum(q[base]["median_s"] for q in both)
+        if both and base_total > 0:
+            record["ratio_total"] = sum(q[label]["median_s"] for q in both) / base_total
+            record["ratio_total_queries"] = len(both)
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "memory_gib": psutil.virtual_memory().total / 2**30,
+            "platform": platform.platform(), "python": platform.python_version(),
+            "loadavg_at_start": os.getloadavg()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data_dir = ensure_data(args.sf)
+    queries = load_queries(args.queries_dir, args.queries)
+    reference = reference_answers(data_dir, queries)
+    if args.scaling:
+        configs = scaling_configs(args, data_dir)
+        groups = [[c] for c in configs]  # one cluster at a time
+    else:
+        configs = comparison_configs(args, data_dir)
+        groups = [configs]  # all engines loaded together, queries interleaved
+    labels = [c.label for c in configs]
+    baseline = args.baseline or ("puffin" if "puffin" in labels else labels[0])
+    results = {"benchmark": "tpch", "sf": args.sf, "baseline": baseline,
+               "title": "Puffin scaling over Ray nodes" if args.scaling else
+               "engine comparison",
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
+               "config": {k: (str(v) if isinstance(v, Path) else v)
+                          for k, v in vars(args).items()},
+               "runs": {label: {} for label in labels},
+               "queries": {qid: {} for qid in queries}}
+    stem = f"tpch_sf{sf_label(args.sf)}" + ("_scaling" if args.scaling else "")
+    log_dir = args.out / "logs" / stem
+    sampler = MemorySampler()
+    start = time.perf_counter()
+    runs: list[EngineRun] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="puffin-tpch-") as tmp:
+            for group in groups:
+                runs = [EngineRun(c, results["runs"][c.label], log_dir, args.timeout, sampler)
+                        for c in group]
+                print(f"[run] starting {', '.join(r.label for r in runs)} ...", flush=True)
+                for run in runs:
+                    run.ensure_started()
+                for qid, sql in queries.items():
+                    entries = run_query(runs, qid, sql, reference[qid], args, Path(tmp),
+                                        sampler)
+                    for run in runs:
+                        results["queries"][qid][run.label] = entries[run.label]
+                        print(_progress(qid, run.label, entries[run.label]), flush=True)
+                for run in runs:
+                    probe(run, args.probe_runs)
+                for run in runs:
+                    run.stop()
+    finally:
+        for run in runs:
+            run.stop(kill=True)
+        sampler.stop()
+        for label, record in results["runs"].items():
+            record["peak_rss_bytes"] = sampler.peak_by_engine.get(label)
+        results["duration_s"] = time.perf_counter() - start
+        summarise_runs(results)
+        paths = report.write(results, args.out, stem)
+    print()
+    print(report.markdown(results))
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

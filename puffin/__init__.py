@@ -1,0 +1,38 @@
+"""Puffin: distributed SQL for Python. DuckDB on Arrow partitions, scheduled by Ray.
+
+    import puffin
+    puffin.sql("SELECT 42").show()
+    con = puffin.connect(target_partitions=8)
+    con.register("lineitem", "data/lineitem/*.parquet")
+    con.sql("SELECT l_returnflag, count(*) FROM lineitem GROUP BY 1").show()
+"""
+
+from puffin.errors import (
+    BindError,
+    ExecutionError,
+    InternalError,
+    NotSupportedError,
+    PuffinError,
+    SqlSyntaxError,
+    TransientError,
+    TypeCheckError,
+)
+from puffin.result import Result
+from puffin.session import Connection, connect, sql
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BindError",
+    "Connection",
+    "ExecutionError",
+    "InternalError",
+    "NotSupportedError",
+    "PuffinError",
+    "Result",
+    "SqlSyntaxError",
+    "TransientError",
+    "TypeCheckError",
+    "connect",
+    "sql",
+]

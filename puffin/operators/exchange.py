@@ -1,0 +1,43 @@
+"""Split a fragment's output into hash partitions.
+
+Keys are hashed by DuckDB after casting to a canonical type per family (numbers to DOUBLE,
+text to VARCHAR, dates and times to TIMESTAMP), so equal join keys of different widths
+(INTEGER vs BIGINT, DECIMAL(12,2) vs DECIMAL(15,2)) land in the same partition on both sides.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+
+def _canonical(name: str, t: pa.DataType) -> str:
+    quoted = '"' + name.replace('"', '""') + '"'
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return f"CAST({quoted} AS DOUBLE)"
+    if pa.types.is_temporal(t):
+        return f"CAST({quoted} AS TIMESTAMP)"
+    return f"CAST({quoted} AS VARCHAR)"
+
+
+def hash_partition(con, table: pa.Table, keys: tuple[str, ...], n: int) -> list[pa.Table]:
+    """Partition ``table`` into ``n`` tables by the hash of ``keys`` (``con``: a DuckDB cursor)."""
+    if n == 1:
+        return [table]
+    if table.num_rows == 0:
+        return [table] * n
+    exprs = ", ".join(_canonical(k, table.schema.field(k).type) for k in keys)
+    con.register("__part_in", table)
+    try:
+        pid = con.sql(f"SELECT (hash({exprs}) % {n})::INTEGER AS p FROM __part_in").fetchnumpy()["p"]
+    finally:
+        con.unregister("__part_in")
+    pid = np.asarray(pid)
+    order = np.argsort(pid, kind="stable")
+    counts = np.bincount(pid, minlength=n)
+    sorted_table = table.take(pa.array(order))
+    out, start = [], 0
+    for c in counts:
+        out.append(sorted_table.slice(start, int(c)))
+        start += int(c)
+    return out

@@ -1,0 +1,97 @@
+"""The fragment contract: plain data in, a pure function that runs it.
+
+A ``Fragment`` is one task's share of a stage: the stage's DuckDB statement, the scan units
+it reads, the names of its exchange inputs, and how to partition what it produces.
+``run_fragment`` takes it plus the Arrow inputs and returns the output partitions and metrics.
+It imports neither Ray nor boto3, so the same call runs in a Ray task, in an AWS Lambda
+handler and in a unit test.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from puffin.operators.exchange import hash_partition
+from puffin.operators.scan import ScanRead, read_scan
+
+
+@dataclass(frozen=True)
+class Fragment:
+    stage_id: int
+    task: int
+    sql: str
+    scans: tuple[ScanRead, ...] = ()
+    inputs: tuple[str, ...] = ()  # exchange input names, in the order their pieces arrive
+    output_mode: str = "result"  # hash | broadcast | gather | result
+    output_keys: tuple[str, ...] = ()
+    output_partitions: int = 1
+    threads: int = 1
+    memory_limit: int | None = None  # bytes DuckDB may use before spilling
+
+
+@dataclass
+class Metrics:
+    stage_id: int
+    task: int
+    rows_in: int = 0
+    bytes_in: int = 0
+    rows_out: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    pid: int = 0
+
+
+_DB: duckdb.DuckDBPyConnection | None = None
+
+
+def database() -> duckdb.DuckDBPyConnection:
+    """One DuckDB database per process; each fragment takes a cursor (7 ms vs 17 ms a task)."""
+    global _DB
+    if _DB is None:
+        tmp = os.path.join(tempfile.gettempdir(), f"puffin-spill-{os.getpid()}")
+        _DB = duckdb.connect(config={"temp_directory": tmp, "preserve_insertion_order": True})
+    return _DB
+
+
+def run_fragment(
+    fragment: Fragment,
+    inputs: dict[str, list[pa.Table]],
+    tables: dict[int, pa.Table] | None = None,
+) -> tuple[list[pa.Table], Metrics]:
+    """Run one fragment; ``tables`` holds the in-memory sources its scans slice."""
+    start = time.perf_counter()
+    metrics = Metrics(fragment.stage_id, fragment.task, pid=os.getpid())
+    db = database()
+    cur = db.cursor()
+    try:
+        cur.execute(f"SET threads = {max(1, fragment.threads)}")
+        if fragment.memory_limit:
+            cur.execute(f"SET memory_limit = '{fragment.memory_limit // (1 << 20)}MB'")
+        for read in fragment.scans:
+            t = read_scan(read, (tables or {}).get(read.source_id))
+            metrics.rows_in += t.num_rows
+            metrics.bytes_in += t.nbytes
+            cur.register(read.name, t)
+        for name in fragment.inputs:
+            pieces = inputs.get(name, [])
+            t = pa.concat_tables(pieces, promote_options="default") if len(pieces) > 1 else pieces[0]
+            metrics.rows_in += t.num_rows
+            metrics.bytes_in += t.nbytes
+            cur.register(name, t)
+        result = cur.sql(fragment.sql).to_arrow_table()
+        if fragment.output_mode == "hash":
+            parts = hash_partition(cur, result, fragment.output_keys, fragment.output_partitions)
+        else:
+            parts = [result]
+    finally:
+        cur.close()
+    metrics.rows_out = result.num_rows
+    metrics.bytes_out = result.nbytes
+    metrics.seconds = time.perf_counter() - start
+    return parts, metrics

@@ -1,0 +1,177 @@
+"""Resolve names and types, then let sqlglot's optimizer normalise the query.
+
+1. File references (``FROM 'x/*.parquet'``, ``read_parquet(...)``, ``read_csv``, ``read_json``)
+   become sources of their own; every other table name must be registered.
+2. DuckDB checks the query against empty tables of the same schemas: unknown columns, type
+   mismatches and unknown functions are caught here, before any task runs, and reported as
+   ``BindError`` / ``TypeCheckError`` with the valid names.
+3. sqlglot's optimizer qualifies every column, decorrelates subqueries into joins, pushes
+   predicates, folds constants and simplifies (rules run in sqlglot's RULES order).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Callable
+
+import duckdb
+from sqlglot import exp
+from sqlglot.errors import OptimizeError, SqlglotError
+from sqlglot.optimizer import optimize
+
+from puffin.errors import BindError, NotSupportedError, TypeCheckError
+from puffin.sources import Source
+
+FileResolver = Callable[[str | list[str], str | None, dict], Source]
+READERS = {"read_parquet": "parquet", "parquet_scan": "parquet", "read_csv": "csv",
+           "read_csv_auto": "csv", "read_json": "json", "read_json_auto": "json",
+           "read_ndjson": "json", "read_ndjson_auto": "json"}
+
+
+def _literal(node: exp.Expression):
+    if isinstance(node, exp.Boolean):
+        return node.this
+    if isinstance(node, exp.Literal):
+        return node.this if node.is_string else float(node.this) if "." in node.this else int(node.this)
+    raise NotSupportedError(f"table function argument {node.sql('duckdb')} (use a literal)")
+
+
+def _reader_call(func: exp.Func) -> tuple[str, list[str], dict]:
+    name = (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
+    kind = READERS.get(name)
+    if kind is None:
+        raise NotSupportedError(f"table function {name}(...)")
+    paths: list[str] = []
+    options: dict = {}
+    for arg in func.iter_expressions():
+        if isinstance(arg, exp.Literal) and arg.is_string and not paths:
+            paths = [arg.this]
+        elif isinstance(arg, exp.Array):
+            paths = [_literal(a) for a in arg.expressions]
+        elif isinstance(arg, (exp.EQ, exp.PropertyEQ)):
+            options[arg.this.name.lower()] = _literal(arg.expression)
+    if not paths:
+        raise BindError(f"{name}() needs a path")
+    return kind, paths, options
+
+
+def _default_alias(path: str) -> str:
+    stem = os.path.splitext(os.path.basename(path.rstrip("/")))[0]
+    stem = re.sub(r"\W", "_", stem)
+    return stem if stem and not stem[0].isdigit() and "*" not in path else ""
+
+
+class Binder:
+    def __init__(self, tables: dict[str, Source], resolve_files: FileResolver):
+        self.tables = tables  # lower-case name -> Source; file sources are added per query
+        self.resolve_files = resolve_files
+        self.used: dict[str, Source] = {}
+        self.output_names: list[str] = []  # as DuckDB names the result columns
+        self._validator = duckdb.connect()
+        self._types: dict[int, dict[str, str]] = {}
+
+    def bind(self, stmt: exp.Expression, original_sql: str) -> exp.Expression:
+        self.used = {}
+        stmt = self._resolve_tables(stmt)
+        self._validate(stmt, original_sql)
+        schema = {name: self._column_types(src) for name, src in self.used.items()}
+        try:
+            return optimize(stmt, schema=schema, dialect="duckdb")
+        except OptimizeError as e:
+            raise BindError(f"cannot resolve the query: {e}") from None
+        except SqlglotError as e:
+            raise NotSupportedError(f"the planner cannot handle this query yet: {e}") from None
+
+    # -- tables ------------------------------------------------------------------------------
+    def _resolve_tables(self, stmt: exp.Expression) -> exp.Expression:
+        stmt = stmt.copy()
+        ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
+        for table in list(stmt.find_all(exp.Table)):
+            alias = table.alias
+            if isinstance(table.this, exp.Func):
+                kind, paths, options = _reader_call(table.this)
+                src = self.resolve_files(paths if len(paths) > 1 else paths[0], kind, options)
+                self._swap(table, src, alias or _default_alias(paths[0]))
+                continue
+            name = table.name
+            if table.args.get("db"):
+                raise BindError(f"unknown table {table.sql('duckdb')}: catalogs are not configured")
+            if name.lower() in ctes:
+                continue
+            if name.lower() in self.tables:
+                self.used[name.lower()] = self.tables[name.lower()]
+                continue
+            if table.this.quoted and re.search(r"[/.*]", name):
+                src = self.resolve_files(name, None, {})
+                self._swap(table, src, alias or _default_alias(name))
+                continue
+            known = sorted(self.tables)
+            close = difflib.get_close_matches(name.lower(), known, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise BindError(
+                f"Table '{name}' does not exist.{hint} "
+                f"Known tables: {', '.join(known) if known else '(none registered)'}"
+            )
+        return stmt
+
+    def _swap(self, table: exp.Table, src: Source, alias: str) -> None:
+        name = f"__file_{src.source_id}"
+        self.used[name] = src
+        new = exp.Table(this=exp.to_identifier(name, quoted=True))
+        if alias:
+            new.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+        table.replace(new)
+
+    def _column_types(self, src: Source) -> dict[str, str]:
+        if src.source_id not in self._types:
+            self._validator.register("__describe", src.schema.empty_table())
+            rows = self._validator.execute("DESCRIBE __describe").fetchall()
+            self._validator.unregister("__describe")
+            self._types[src.source_id] = {r[0]: r[1] for r in rows}
+        return self._types[src.source_id]
+
+    # -- DuckDB as the type checker ----------------------------------------------------------
+    def _validate(self, stmt: exp.Expression, original_sql: str) -> None:
+        for name, src in self.used.items():
+            self._validator.register(name, src.schema.empty_table())
+        try:
+            described = self._validator.execute("DESCRIBE " + stmt.sql(dialect="duckdb")).fetchall()
+            self.output_names = [r[0] for r in described]
+        except duckdb.Error as e:
+            raise self._translate(e, original_sql) from None
+        finally:
+            for name in self.used:
+                self._validator.unregister(name)
+
+    def _translate(self, e: duckdb.Error, sql: str) -> Exception:
+        text = str(e)
+        lines = [ln for ln in text.splitlines() if ln.strip()]
+        first = re.sub(r"^\w+ Error: ", "", lines[0]) if lines else text
+        m = re.search(r'Referenced column "(.+?)" not found', text)
+        if m:
+            valid = []
+            for name, src in self.used.items():
+                alias = name if not name.startswith("__file_") else src.location
+                valid += [f"{alias}.{c}" if len(self.used) > 1 else c for c in src.schema.names]
+            where = _locate(sql, m.group(1))
+            return BindError(f'Column "{m.group(1)}" not found{where}. Valid columns: {", ".join(valid[:60])}')
+        if isinstance(e, duckdb.ConversionException) or "No function matches" in text:
+            hint = next((ln.strip() for ln in lines[1:] if "explicit type casts" in ln), "")
+            return TypeCheckError(f"{first} {hint}".strip())
+        if isinstance(e, duckdb.NotImplementedException):
+            return NotSupportedError(first)
+        if isinstance(e, duckdb.ParserException):
+            return NotSupportedError(f"DuckDB cannot run this construct: {first}")
+        detail = [ln for ln in lines[1:] if not ln.startswith("LINE ") and ln.strip() != "^"][:3]
+        return BindError(" ".join([first] + [d.strip() for d in detail if not set(d.strip()) <= {"^"}]))
+
+
+def _locate(sql: str, name: str) -> str:
+    m = re.search(r"\b" + re.escape(name) + r"\b", sql, re.IGNORECASE)
+    if not m:
+        return ""
+    line = sql.count("\n", 0, m.start()) + 1
+    col = m.start() - (sql.rfind("\n", 0, m.start()) + 1) + 1
+    return f" (line {line}, column {col})"

@@ -1,0 +1,46 @@
+"""Stages -> fragments: the plain data each task receives (see ``puffin.operators.fragment``)."""
+
+from __future__ import annotations
+
+from puffin.operators.fragment import Fragment
+from puffin.operators.scan import ScanRead
+from puffin.planner.physical import Stage
+from puffin.planner.sqlgen import input_name, to_sql
+
+
+def stage_sql(stage: Stage) -> str:
+    return to_sql(stage.plan, {id(s.scan): s.name for s in stage.scans})
+
+
+def make_fragments(stage: Stage, cpus: int, memory_per_cpu: int | None) -> list[Fragment]:
+    sql = stage_sql(stage)
+    threads = max(1, cpus // max(1, stage.tasks))
+    out = []
+    for task in range(stage.tasks):
+        scans = tuple(
+            ScanRead(
+                s.name,
+                s.scan.source.kind,
+                s.scan.source.schema,
+                s.scan.columns,
+                s.per_task[task],
+                s.scan.source.options,
+                s.scan.source.source_id,
+            )
+            for s in stage.scans
+        )
+        out.append(
+            Fragment(
+                stage_id=stage.id,
+                task=task,
+                sql=sql,
+                scans=scans,
+                inputs=tuple(input_name(x.stage_id) for x in stage.inputs),
+                output_mode=stage.output.mode,
+                output_keys=stage.output.keys,
+                output_partitions=stage.output.partitions,
+                threads=threads,
+                memory_limit=memory_per_cpu * threads if memory_per_cpu else None,
+            )
+        )
+    return out

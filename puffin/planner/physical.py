@@ -1,0 +1,305 @@
+"""Cut the logical plan into stages separated by exchanges.
+
+Walking bottom-up, each operator either joins the open pipeline of its input (a *fragment in
+the making*) or closes it into a stage whose output is exchanged: hash-partitioned on keys,
+broadcast to every task of the consumer, or gathered into one partition. Small inputs never
+leave their consumer's stage: a small scan is read whole by every task that needs it, and when
+everything is small the whole query is one stage, one task (the fast path for tiny plans).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from puffin.planner.logical import (
+    Aggregate,
+    Exchange,
+    Filter,
+    Join,
+    Limit,
+    Plan,
+    Project,
+    Scan,
+    SetOp,
+    Sort,
+    Values,
+    Window,
+    col,
+    conjuncts,
+)
+from puffin.planner.stats import size
+from puffin.sources import ScanUnit
+
+
+@dataclass(frozen=True)
+class Output:
+    mode: str  # hash | broadcast | gather | result
+    keys: tuple[str, ...] = ()
+    partitions: int = 1
+
+    def describe(self) -> str:
+        if self.mode == "hash":
+            return f"hash({', '.join(self.keys)}) x {self.partitions}"
+        return self.mode
+
+
+@dataclass(frozen=True, eq=False)
+class ScanInput:
+    name: str
+    scan: Scan
+    per_task: tuple[tuple[ScanUnit, ...], ...]
+    split: bool
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    id: int
+    plan: Plan
+    tasks: int
+    scans: tuple[ScanInput, ...]
+    inputs: tuple[Exchange, ...]
+    output: Output
+
+
+@dataclass(frozen=True)
+class Settings:
+    partitions: int  # hash exchange fan-out
+    fixed: bool  # True when the user set target_partitions
+    cpus: int
+    broadcast_bytes: float = 32e6
+    replicate_bytes: float = 16e6
+    bytes_per_scan_task: float = 64e6
+
+
+@dataclass(eq=False)
+class Frag:
+    """A pipeline not yet closed into a stage."""
+
+    plan: Plan
+    tasks: int
+    keys: tuple[str, ...] | None  # output hash-partitioned on these (None: arbitrary)
+    scans: list[tuple[Scan, bool]] = field(default_factory=list)  # (scan, split across tasks)
+    inputs: list[Exchange] = field(default_factory=list)
+
+    def with_plan(self, plan: Plan, keys: tuple[str, ...] | None = ...) -> Frag:  # type: ignore[assignment]
+        return Frag(plan, self.tasks, self.keys if keys is ... else keys, self.scans, self.inputs)
+
+    @property
+    def self_contained(self) -> bool:
+        return not self.inputs
+
+
+def _group_units(units: tuple[ScanUnit, ...], n: int) -> tuple[tuple[ScanUnit, ...], ...]:
+    """Split units into n contiguous groups of about equal bytes."""
+    total = sum(max(u.bytes, 1) for u in units)
+    groups: list[list[ScanUnit]] = [[] for _ in range(n)]
+    acc = 0
+    for u in units:
+        g = min(n - 1, int(acc * n / total)) if total else 0
+        groups[g].append(u)
+        acc += max(u.bytes, 1)
+    return tuple(tuple(g) for g in groups if g) or ((),)
+
+
+def _mergeable(a: Frag, b: Frag) -> bool:
+    return a.tasks == b.tasks == 1
+
+
+def _equi_keys(cond, left: set[str], right: set[str]) -> tuple[list[str], list[str]]:
+    lk, rk = [], []
+    for c in conjuncts(cond):
+        if isinstance(c, exp.EQ) and isinstance(c.this, exp.Column) and isinstance(c.expression, exp.Column):
+            a, b = c.this.name, c.expression.name
+            if a in left and b in right:
+                lk.append(a), rk.append(b)
+            elif b in left and a in right:
+                lk.append(b), rk.append(a)
+    return lk, rk
+
+
+DECOMPOSABLE = (exp.Sum, exp.Count, exp.Avg, exp.Min, exp.Max)
+
+
+def _decomposable(e: exp.Expression) -> bool:
+    return isinstance(e, DECOMPOSABLE) and not isinstance(e.this, exp.Distinct)
+
+
+def _split_agg(name: str, e: exp.Expression) -> tuple[list[tuple[str, exp.Expression]], exp.Expression]:
+    """(partial aggregates, final expression over them) for one decomposable aggregate."""
+    if isinstance(e, exp.Avg):
+        s, c = f"{name}__sum", f"{name}__count"
+        final = exp.Div(
+            this=exp.Cast(this=exp.Sum(this=col(s)), to=exp.DataType.build("DOUBLE")),
+            expression=exp.Nullif(this=exp.Sum(this=col(c)), expression=exp.Literal.number(0)),
+        )
+        return [(s, exp.Sum(this=e.this.copy())), (c, exp.Count(this=e.this.copy()))], final
+    if isinstance(e, exp.Count):
+        return [(name, e.copy())], exp.Cast(this=exp.Sum(this=col(name)), to=exp.DataType.build("BIGINT"))
+    return [(name, e.copy())], type(e)(this=col(name))
+
+
+class PhysicalPlanner:
+    def __init__(self, settings: Settings):
+        self.s = settings
+        self.stages: list[Stage] = []
+
+    def plan(self, root: Plan) -> list[Stage]:
+        f = self.visit(root)
+        if f.tasks > 1:
+            f = self.exchange(f, "gather")
+        self.cut(f, Output("result"))
+        return self.stages
+
+    # -- stage boundaries --------------------------------------------------------------------
+    def cut(self, f: Frag, output: Output) -> Stage:
+        scans = []
+        for k, (scan, split) in enumerate(f.scans):
+            units = scan.source.units
+            per_task = _group_units(units, f.tasks) if split else (units,) * f.tasks
+            if split and len(per_task) < f.tasks:
+                per_task = per_task + ((),) * (f.tasks - len(per_task))
+            scans.append(ScanInput(f"scan_{k}", scan, per_task, split))
+        stage = Stage(len(self.stages), f.plan, f.tasks, tuple(scans), tuple(f.inputs), output)
+        self.stages.append(stage)
+        return stage
+
+    def exchange(self, f: Frag, mode: str, keys: tuple[str, ...] = ()) -> Frag:
+        n = self.s.partitions if mode == "hash" else 1
+        stage = self.cut(f, Output(mode, keys, n))
+        leaf = Exchange(stage.id, mode, f.plan.schema, keys)
+        return Frag(leaf, n if mode == "hash" else 1, keys if mode == "hash" else None, [], [leaf])
+
+    def broadcast(self, f: Frag) -> Frag:
+        """``f`` made available whole to every task: inline it if small, else broadcast it."""
+        if f.self_contained and sum(s.source.bytes for s, _ in f.scans) <= self.s.replicate_bytes:
+            return Frag(f.plan, 1, None, [(s, False) for s, _ in f.scans], [])
+        stage = self.cut(f, Output("broadcast"))
+        leaf = Exchange(stage.id, "broadcast", f.plan.schema)
+        return Frag(leaf, 1, None, [], [leaf])
+
+    @staticmethod
+    def combine(a: Frag, b: Frag, plan: Plan, tasks: int, keys) -> Frag:
+        return Frag(plan, tasks, keys, a.scans + b.scans, a.inputs + b.inputs)
+
+    def scan_tasks(self, scan: Scan) -> int:
+        units = len(scan.source.units)
+        if self.s.fixed:
+            return max(1, min(units, self.s.partitions))
+        want = math.ceil(scan.source.bytes / self.s.bytes_per_scan_task)
+        return max(1, min(units, want, 4 * self.s.cpus))
+
+    # -- operators ---------------------------------------------------------------------------
+    def visit(self, p: Plan) -> Frag:
+        method = getattr(self, f"visit_{type(p).__name__.lower()}")
+        return method(p)
+
+    def visit_scan(self, p: Scan) -> Frag:
+        return Frag(p, self.scan_tasks(p), None, [(p, True)], [])
+
+    def visit_values(self, p: Values) -> Frag:
+        return Frag(p, 1, None, [], [])
+
+    def visit_filter(self, p: Filter) -> Frag:
+        c = self.visit(p.child)
+        return c.with_plan(p.with_children(c.plan))
+
+    def visit_project(self, p: Project) -> Frag:
+        c = self.visit(p.child)
+        keys = None
+        if c.keys is not None:
+            renamed = {e.name: n for n, e in p.exprs if isinstance(e, exp.Column)}
+            if all(k in renamed for k in c.keys):
+                keys = tuple(renamed[k] for k in c.keys)
+        return c.with_plan(p.with_children(c.plan), keys)
+
+    def visit_join(self, p: Join) -> Frag:
+        left, right, kind, cond = p.left, p.right, p.kind, p.condition
+        if kind in ("inner", "cross") and size(left) < size(right):
+            left, right = right, left
+        L, R = self.visit(left), self.visit(right)
+        if _mergeable(L, R):
+            return self.combine(L, R, Join(L.plan, R.plan, kind, cond), 1, None)
+        lk, rk = _equi_keys(cond, set(left.schema), set(right.schema))
+        small = size(right) <= self.s.broadcast_bytes
+        if kind != "full" and (small or not lk):
+            B = self.broadcast(R)
+            return self.combine(L, B, Join(L.plan, B.plan, kind, cond), L.tasks, L.keys)
+        if not lk:  # FULL JOIN without an equality: everything in one place
+            L = self.exchange(L, "gather") if L.tasks > 1 else L
+            R = self.exchange(R, "gather") if R.tasks > 1 else R
+            return self.combine(L, R, Join(L.plan, R.plan, kind, cond), 1, None)
+        n = self.s.partitions
+        if not (L.keys == tuple(lk) and L.tasks == n):
+            L = self.exchange(L, "hash", tuple(lk))
+        if not (R.keys == tuple(rk) and R.tasks == n):
+            R = self.exchange(R, "hash", tuple(rk))
+        keys = tuple(lk) if kind != "full" else None
+        return self.combine(L, R, Join(L.plan, R.plan, kind, cond), n, keys)
+
+    def visit_aggregate(self, p: Aggregate) -> Frag:
+        c = self.visit(p.child)
+        plain = {e.name: n for n, e in p.keys if isinstance(e, exp.Column)}
+        if c.tasks == 1:
+            return c.with_plan(p.with_children(c.plan), None)
+        if c.keys is not None and p.keys and all(k in plain for k in c.keys):
+            return c.with_plan(p.with_children(c.plan), tuple(plain[k] for k in c.keys))
+        names = tuple(n for n, _ in p.keys)
+        if all(_decomposable(e) for _, e in p.aggs):
+            partial, final = [], []
+            for name, e in p.aggs:
+                parts, fin = _split_agg(name, e)
+                partial += parts
+                final.append((name, fin))
+            c = c.with_plan(Aggregate(c.plan, p.keys, tuple(partial), "partial"))
+            x = self.exchange(c, "hash", names) if names else self.exchange(c, "gather")
+            keys = tuple((n, col(n)) for n in names)
+            return x.with_plan(Aggregate(x.plan, keys, tuple(final), "final"))
+        if any(not isinstance(e, exp.Column) for _, e in p.keys):
+            extra = tuple((n, e) for n, e in p.keys if not isinstance(e, exp.Column))
+            c = c.with_plan(Project(c.plan, tuple((n, col(n)) for n in c.plan.schema) + extra))
+            p = Aggregate(c.plan, tuple((n, col(n) if not isinstance(e, exp.Column) else e) for n, e in p.keys), p.aggs)
+        key_cols = tuple(e.name for _, e in p.keys)
+        x = self.exchange(c, "hash", key_cols) if key_cols else self.exchange(c, "gather")
+        return x.with_plan(p.with_children(x.plan), tuple(n for n, _ in p.keys) or None)
+
+    def visit_window(self, p: Window) -> Frag:
+        c = self.visit(p.child)
+        parts = {tuple(e.name if isinstance(e, exp.Column) else None for e in w.args.get("partition_by") or [])
+                 for _, w in p.windows}
+        keys = parts.pop() if len(parts) == 1 else ()
+        if c.tasks > 1:
+            if keys and None not in keys:
+                if not (c.keys is not None and set(c.keys) <= set(keys) and c.tasks == self.s.partitions):
+                    c = self.exchange(c, "hash", keys)
+            else:
+                c = self.exchange(c, "gather")
+        return c.with_plan(p.with_children(c.plan))
+
+    def visit_sort(self, p: Sort) -> Frag:
+        c = self.visit(p.child)
+        if c.tasks > 1:
+            c = self.exchange(c, "gather")
+        return c.with_plan(p.with_children(c.plan), None)
+
+    def visit_limit(self, p: Limit) -> Frag:
+        child = p.child
+        inner = child.child if isinstance(child, Sort) else child
+        c = self.visit(inner)
+        if c.tasks > 1:
+            local: Plan = child.with_children(c.plan) if isinstance(child, Sort) else c.plan
+            if p.limit is not None:
+                local = Limit(local, p.limit + p.offset, 0)
+            c = self.exchange(c.with_plan(local), "gather")
+        body = child.with_children(c.plan) if isinstance(child, Sort) else c.plan
+        return c.with_plan(Limit(body, p.limit, p.offset), None)
+
+    def visit_setop(self, p: SetOp) -> Frag:
+        L, R = self.visit(p.left), self.visit(p.right)
+        if not _mergeable(L, R):
+            L = self.exchange(L, "hash", L.plan.schema)
+            R = self.exchange(R, "hash", R.plan.schema)
+        keys = L.plan.schema if L.tasks > 1 else None
+        return self.combine(L, R, SetOp(L.plan, R.plan, p.kind, p.distinct), L.tasks, keys)

@@ -1,0 +1,53 @@
+"""Order inner joins from estimated row counts.
+
+Each maximal region of inner/cross joins is flattened into its inputs and conjuncts, then
+rebuilt left-deep: start from the largest input (it streams through the joins), then repeatedly
+join the smallest input connected to what is joined so far by an equality, so small dimension
+tables are joined (and broadcast) early and cross joins only happen when nothing connects.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from puffin.planner.logical import Filter, Join, Plan, and_all, columns_in, conjuncts
+from puffin.planner.stats import is_equi, rows
+
+
+def _flatten(plan: Plan, leaves: list[Plan], conds: list[exp.Expression]) -> None:
+    if isinstance(plan, Join) and plan.kind in ("inner", "cross"):
+        _flatten(plan.left, leaves, conds)
+        _flatten(plan.right, leaves, conds)
+        conds.extend(conjuncts(plan.condition))
+    else:
+        leaves.append(plan)
+
+
+def _greedy(leaves: list[Plan], conds: list[exp.Expression]) -> Plan:
+    est = [rows(leaf) for leaf in leaves]
+    cols = [set(leaf.schema) for leaf in leaves]
+    start = max(range(len(leaves)), key=lambda i: est[i])
+    current, joined = leaves[start], set(cols[start])
+    remaining = [i for i in range(len(leaves)) if i != start]
+    pending = list(conds)
+    while remaining:
+        connected = [i for i in remaining if any(is_equi(c, joined, cols[i]) for c in pending)]
+        pick = min(connected or remaining, key=lambda i: est[i])
+        remaining.remove(pick)
+        joined |= cols[pick]
+        now = [c for c in pending if columns_in(c) <= joined]
+        pending = [c for c in pending if not any(c is n for n in now)]
+        cond = and_all(now)
+        current = Join(current, leaves[pick], "inner" if cond is not None else "cross", cond)
+    rest = and_all(pending)
+    return Filter(current, rest) if rest is not None else current
+
+
+def reorder_joins(plan: Plan) -> Plan:
+    if isinstance(plan, Join) and plan.kind in ("inner", "cross"):
+        leaves: list[Plan] = []
+        conds: list[exp.Expression] = []
+        _flatten(plan, leaves, conds)
+        return _greedy([reorder_joins(leaf) for leaf in leaves], conds)
+    kids = plan.children()
+    return plan.with_children(*(reorder_joins(c) for c in kids)) if kids else plan

@@ -1,0 +1,133 @@
+"""Connections: where tables are registered and queries start.
+
+``puffin.connect()`` returns a ``Connection``; ``puffin.sql()`` uses a default one. A query is
+planned once on the driver (``puffin.planner``) and its fragments run on Ray
+(``puffin.runtime``); only the final partition comes back.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import pyarrow as pa
+
+from puffin import sources
+from puffin.errors import BindError, PuffinError
+from puffin.planner import Binder, Settings, plan_query
+from puffin.planner.explain import explain
+from puffin.planner.fragments import make_fragments
+from puffin.planner.parse import split_explain
+from puffin.result import Result
+
+MAX_DERIVED_PARTITIONS_PER_CPU = 2
+BYTES_PER_PARTITION = 64e6
+
+
+class Connection:
+    def __init__(self, address: str | None = None, target_partitions: int | None = None,
+                 num_cpus: int | None = None):
+        if target_partitions is not None and target_partitions < 1:
+            raise PuffinError("target_partitions must be a positive integer")
+        self.target_partitions = target_partitions
+        self._address = address
+        self._num_cpus = num_cpus
+        self._tables: dict[str, sources.Source] = {}
+        self._files: dict[tuple, sources.Source] = {}
+        self._binder = Binder(self._tables, self._resolve_files)
+        self._executor = None
+        self._lock = threading.Lock()
+
+    # -- tables ------------------------------------------------------------------------------
+    def register(self, name: str, obj: Any, format: str | None = None, **options: Any) -> Connection:
+        """Name a file, glob, directory (Hive-partitioned too), pyarrow Table or pandas DataFrame."""
+        if not name or not isinstance(name, str):
+            raise BindError("a table needs a non-empty name")
+        if isinstance(obj, str) or hasattr(obj, "__fspath__"):
+            src = sources.from_path(name, str(obj), format, options)
+        else:
+            src = sources.from_object(name, obj)
+        self._tables[name.lower()] = src
+        return self
+
+    def unregister(self, name: str) -> None:
+        self._tables.pop(name.lower(), None)
+
+    def tables(self) -> list[str]:
+        return sorted(self._tables)
+
+    def _resolve_files(self, location, kind, options) -> sources.Source:
+        key = (tuple(location) if isinstance(location, list) else location, kind, tuple(sorted(options.items())))
+        if key not in self._files:
+            name = location if isinstance(location, str) else ",".join(location)
+            self._files[key] = sources.from_path(name, location, kind, options)
+        return self._files[key]
+
+    # -- queries -----------------------------------------------------------------------------
+    def _runtime(self):
+        if self._executor is None:
+            from puffin import runtime
+
+            runtime.ensure_started(self._address, self._num_cpus)
+            self._executor = runtime.Executor()
+        return self._executor
+
+    def _settings(self, cpus: int, used: dict[str, sources.Source]) -> Settings:
+        if self.target_partitions:
+            return Settings(self.target_partitions, True, cpus)
+        biggest = max((s.bytes for s in used.values()), default=0)
+        n = max(1, min(math.ceil(biggest / BYTES_PER_PARTITION), MAX_DERIVED_PARTITIONS_PER_CPU * cpus))
+        return Settings(n, False, cpus)
+
+    def sql(self, query: str, dialect: str = "duckdb") -> Result:
+        from puffin import runtime
+
+        with self._lock:
+            executor = self._runtime()
+            text, mode = split_explain(query)
+            cpus = runtime.cluster_cpus()
+            qp = plan_query(text, dialect, self._binder, lambda used: self._settings(cpus, used))
+            if mode == "explain":
+                return _text_result(explain(qp.stages, planning_ms=qp.planning_ms))
+            for src in self._binder.used.values():
+                if src.kind == "arrow":
+                    executor.put_table(src.source_id, src.table)
+            mem = runtime.memory_per_cpu()
+            frags = {st.id: make_fragments(st, cpus, mem) for st in qp.stages}
+            table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze")
+            if mode == "analyze":
+                by_stage: dict[int, list] = {}
+                for m in metrics:
+                    by_stage.setdefault(m.stage_id, []).append(m)
+                return _text_result(explain(qp.stages, by_stage, qp.planning_ms))
+            return Result(table.rename_columns(qp.names))
+
+    def explain(self, query: str, dialect: str = "duckdb") -> str:
+        return self.sql("EXPLAIN " + query, dialect).render()
+
+    def close(self) -> None:
+        self._executor = None
+
+
+def _text_result(text: str) -> Result:
+    return Result(pa.table({"explain": [text]}), text=text)
+
+
+_default: Connection | None = None
+
+
+def connect(address: str | None = None, target_partitions: int | None = None,
+            num_cpus: int | None = None) -> Connection:
+    return Connection(address, target_partitions, num_cpus)
+
+
+def default_connection() -> Connection:
+    global _default
+    if _default is None:
+        _default = Connection()
+    return _default
+
+
+def sql(query: str, dialect: str = "duckdb") -> Result:
+    return default_connection().sql(query, dialect)
