@@ -25,11 +25,25 @@ MAX_DERIVED_PARTITIONS_PER_CPU = 2
 BYTES_PER_PARTITION = 64e6
 
 
+TUNABLES = ("broadcast_bytes", "replicate_bytes", "bytes_per_scan_task")
+
+
 class Connection:
+    """A session: registered tables, planning settings, and the Ray cluster it runs on.
+
+    ``config`` tunes the physical planner: ``broadcast_bytes`` (largest estimated join side
+    sent whole to every task; 0 forces hash joins), ``replicate_bytes`` (largest source a task
+    reads whole instead of receiving it through an exchange) and ``bytes_per_scan_task``.
+    """
+
     def __init__(self, address: str | None = None, target_partitions: int | None = None,
-                 num_cpus: int | None = None):
-        if target_partitions is not None and target_partitions < 1:
+                 num_cpus: int | None = None, config: dict[str, float] | None = None):
+        if target_partitions is not None and (not isinstance(target_partitions, int) or target_partitions < 1):
             raise PuffinError("target_partitions must be a positive integer")
+        unknown = set(config or {}) - set(TUNABLES)
+        if unknown:
+            raise PuffinError(f"unknown config {sorted(unknown)}; valid: {', '.join(TUNABLES)}")
+        self.config = dict(config or {})
         self.target_partitions = target_partitions
         self._address = address
         self._num_cpus = num_cpus
@@ -75,10 +89,10 @@ class Connection:
 
     def _settings(self, cpus: int, used: dict[str, sources.Source]) -> Settings:
         if self.target_partitions:
-            return Settings(self.target_partitions, True, cpus)
+            return Settings(self.target_partitions, True, cpus, **self.config)
         biggest = max((s.bytes for s in used.values()), default=0)
         n = max(1, min(math.ceil(biggest / BYTES_PER_PARTITION), MAX_DERIVED_PARTITIONS_PER_CPU * cpus))
-        return Settings(n, False, cpus)
+        return Settings(n, False, cpus, **self.config)
 
     def sql(self, query: str, dialect: str = "duckdb") -> Result:
         from puffin import runtime
@@ -118,8 +132,9 @@ _default: Connection | None = None
 
 
 def connect(address: str | None = None, target_partitions: int | None = None,
-            num_cpus: int | None = None) -> Connection:
-    return Connection(address, target_partitions, num_cpus)
+            num_cpus: int | None = None, config: dict[str, float] | None = None) -> Connection:
+    """A new session on the Ray cluster at ``address`` (or RAY_ADDRESS), else a local Ray."""
+    return Connection(address, target_partitions, num_cpus, config)
 
 
 def default_connection() -> Connection:

@@ -48,12 +48,16 @@ class Engine:
 
 
 def _start_cluster(nodes: int, cpus: int):
-    """``nodes`` Ray nodes on this machine, splitting ``cpus`` logical CPUs between them."""
+    """``nodes`` Ray nodes on this machine, splitting ``cpus`` logical CPUs and 30% of the
+    RAM (one node's default object store) between them."""
+    import psutil
     from ray.cluster_utils import Cluster
 
     per_node = [cpus // nodes + (1 if i < cpus % nodes else 0) for i in range(nodes)]
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node[0]})
+    store = int(0.3 * psutil.virtual_memory().total / nodes)
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": per_node[0], "object_store_memory": store})
     for n in per_node[1:]:
-        cluster.add_node(num_cpus=n)
+        cluster.add_node(num_cpus=n, object_store_memory=store)
     cluster.wait_for_nodes()
     return cluster
