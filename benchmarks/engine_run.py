@@ -16,6 +16,8 @@ from benchmarks.engines import EngineSpec
 from benchmarks.report import short_error
 from benchmarks.workers import MemorySampler, Worker, WorkerError, python_for
 
+STARTUP_TIMEOUT = 300  # seconds to start a worker and register the tables
+
 
 @dataclass
 class Config:
@@ -59,11 +61,12 @@ class EngineRun:
             python = python_for(self.config.spec)
             self.worker = Worker(self.label, self.config.spec.name, python,
                                  self.config.options, Path(self.record["log"]), self.config.env)
-            ready = self.worker.wait_ready(self.timeout)
+            ready = self.worker.wait_ready(max(self.timeout, STARTUP_TIMEOUT))
             if not ready["ok"]:
                 raise WorkerError(ready["error"] + "\n" + ready.get("traceback", ""))
             start = time.perf_counter()
-            loaded = self.call({"op": "load", "tables": self.tables()}, "load")
+            loaded = self.call({"op": "load", "tables": self.tables()}, "load",
+                               timeout=max(self.timeout, STARTUP_TIMEOUT))
             if not loaded["ok"]:
                 raise WorkerError(loaded["error"] + "\n" + loaded.get("traceback", ""))
         except Exception as exc:  # noqa: BLE001 - a peer that cannot start is recorded, not fatal
@@ -76,12 +79,12 @@ class EngineRun:
         self.record["version"] = loaded.get("version")
         return True
 
-    def call(self, payload: dict, key: str) -> dict:
+    def call(self, payload: dict, key: str, timeout: float | None = None) -> dict:
         """Send one request; a dead or silent worker becomes an error answer."""
         assert self.worker is not None
         self.sampler.mark(self.worker, key)
         try:
-            return self.worker.request(payload, self.timeout)
+            return self.worker.request(payload, timeout or self.timeout)
         except WorkerError as exc:
             self.stop(kill=True)
             return {"ok": False, "error": f"worker failed: {exc}"}

@@ -1,65 +1,69 @@
 """Per-stage statistics scraped from Puffin's EXPLAIN ANALYZE text.
 
-The format is Puffin's to choose; this parser only assumes that each stage starts on a line
-naming ``stage <id>`` and that counters appear as ``key=value`` or ``key: value`` on that
-line or the lines under it, e.g.::
+Puffin prints one header line per stage, root first, then the stage's operator tree::
 
-    Stage 1 [HashPartition(l_orderkey, 8)] tasks=4 rows=60175 bytes=2.1 MiB time=0.21s
+    Stage 1 [4 tasks] -> hash(l_orderkey, 4)  | rows in=60175 out=15000 bytes out=1.2MB task time total=80.1ms max=25.3ms workers=2
+      Aggregate(partial) ...
+    Stage 0 [1 task] -> result  | rows in=... out=5 bytes out=133B ...
 
-Recognised keys: ``tasks``; ``rows``; ``bytes`` (or ``shuffle_bytes``, ``bytes_shuffled``,
-``output_bytes``...) with an optional unit (B, KB, KiB, MB, MiB, GB, GiB). The bytes a query
-shuffled are the ``shuffle*`` bytes when the text reports them, else the output bytes of all
-stages but the root, taken to be the first listed (plans print top-down), whose output goes
-to the client. The raw text is always kept too.
+The parser is lenient about the details (``tasks=N`` or ``[N tasks]``, ``bytes out=`` or
+``bytes=``, units B/KB/MB/GB with or without ``i``) so that small format changes do not lose
+the numbers; the raw text is kept in the results anyway. Bytes shuffled by a query are the
+output bytes of every stage except the root (``-> result``, else the first listed), whose
+output goes to the client.
 """
 
 from __future__ import annotations
 
 import re
 
-_STAGE = re.compile(r"\bstage\s*[#:]?\s*(\d+)", re.IGNORECASE)
-_TASKS = re.compile(r"\btasks?\s*[=:]\s*(\d+)|\b(\d+)\s+tasks\b", re.IGNORECASE)
-_ROWS = re.compile(r"\b(?:output_)?rows\s*[=:]\s*([\d,_]+)", re.IGNORECASE)
-_BYTES = re.compile(
-    r"\b([a-z_]*bytes[a-z_]*)\s*[=:]\s*([\d.,_]+)\s*([KMGT]i?B|B)?\b", re.IGNORECASE
-)
-_UNITS = {"B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12,
+_HEADER = re.compile(r"^\s*stage\s+#?(\d+)\b(.*)$", re.IGNORECASE)
+_TASKS = re.compile(r"\[(\d+)\s+tasks?\]|\btasks?\s*[=:]\s*(\d+)|\b(\d+)\s+tasks?\b",
+                    re.IGNORECASE)
+_ROWS_OUT = re.compile(r"\brows\b[^|]*?\bout\s*[=:]\s*(\d+)|\brows\s*[=:]\s*(\d+)",
+                       re.IGNORECASE)
+_BYTES = re.compile(r"\bbytes(?:[ _]out)?\s*[=:]\s*([\d.]+)\s*([KMGT]i?B|B)?", re.IGNORECASE)
+_TIME_MS = re.compile(r"\btotal\s*[=:]\s*([\d.]+)\s*ms", re.IGNORECASE)
+_OUTPUT = re.compile(r"->\s*([^|]*)")
+_UNITS = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
-def _number(text: str) -> float:
-    return float(text.replace(",", "").replace("_", ""))
+def _first_int(match: re.Match | None) -> int | None:
+    if match is None:
+        return None
+    return int(next(g for g in match.groups() if g is not None))
 
 
 def parse_stages(text: str) -> list[dict]:
-    stages: list[dict] = []
+    """One dict per stage header line, in the order printed."""
+    stages = []
     for line in text.splitlines():
-        match = _STAGE.search(line)
-        if match:
-            stages.append({"stage": int(match.group(1)), "tasks": None, "rows": None,
-                           "bytes": None, "shuffle_bytes": None})
-        if not stages:
+        header = _HEADER.match(line)
+        if not header:
             continue
-        stage = stages[-1]
-        if stage["tasks"] is None and (m := _TASKS.search(line)):
-            stage["tasks"] = int(m.group(1) or m.group(2))
-        if stage["rows"] is None and (m := _ROWS.search(line)):
-            stage["rows"] = int(_number(m.group(1)))
-        for key, value, unit in _BYTES.findall(line):
-            amount = _number(value) * _UNITS[(unit or "B").upper()]
-            field = "shuffle_bytes" if "shuffle" in key.lower() else "bytes"
-            if stage[field] is None:
-                stage[field] = int(amount)
+        rest = header.group(2)
+        size = _BYTES.search(rest)
+        output = _OUTPUT.search(rest)
+        time_ms = _TIME_MS.search(rest)
+        stages.append({
+            "stage": int(header.group(1)),
+            "output": output.group(1).strip() if output else None,
+            "tasks": _first_int(_TASKS.search(rest)),
+            "rows_out": _first_int(_ROWS_OUT.search(rest)),
+            "bytes_out": (int(float(size.group(1)) * _UNITS[(size.group(2) or "B").upper()])
+                          if size else None),
+            "task_time_ms": float(time_ms.group(1)) if time_ms else None,
+        })
     return stages
 
 
 def summarise(text: str) -> dict:
     """Stage count, total tasks and bytes shuffled of one EXPLAIN ANALYZE text."""
     stages = parse_stages(text)
-    if any(s["shuffle_bytes"] is not None for s in stages):
-        shuffled = sum(s["shuffle_bytes"] or 0 for s in stages)
-    else:
-        shuffled = sum(s["bytes"] or 0 for s in stages[1:])
+    roots = [i for i, s in enumerate(stages) if (s["output"] or "").startswith("result")]
+    root = roots[0] if roots else 0
+    shuffled = sum(s["bytes_out"] or 0 for i, s in enumerate(stages) if i != root)
     return {"stages": len(stages),
             "tasks": sum(s["tasks"] or 0 for s in stages),
             "bytes_shuffled": shuffled,

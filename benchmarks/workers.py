@@ -53,7 +53,7 @@ class Worker:
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
-            raise WorkerError(f"no answer within {timeout:.0f} s (timeout)") from None
+            raise WorkerError(f"no answer within {timeout:g} s (timeout)") from None
         if line is None:
             self.proc.wait()
             raise WorkerError(f"worker exited with code {self.proc.returncode}; "

@@ -28,7 +28,8 @@ FORMATS = {
     ".jsonl": "json",
     ".ndjson": "json",
 }
-ARROW_SLICE_ROWS = 1 << 17
+ARROW_SLICE_ROWS = 1 << 17  # in-memory tables split into slices of at most this many rows
+ARROW_MIN_SLICES = 16  # ... and into at least this many, so small tables still spread out
 _source_ids = itertools.count()
 
 
@@ -74,8 +75,9 @@ class Source:
 def from_arrow(name: str, table: pa.Table) -> Source:
     table = table.combine_chunks() if table.num_rows else table
     units = []
-    for off in range(0, max(table.num_rows, 1), ARROW_SLICE_ROWS):
-        n = min(ARROW_SLICE_ROWS, table.num_rows - off)
+    step = max(1, min(ARROW_SLICE_ROWS, -(-table.num_rows // ARROW_MIN_SLICES)))
+    for off in range(0, max(table.num_rows, 1), step):
+        n = min(step, table.num_rows - off)
         nbytes = table.slice(off, n).nbytes if n else 0
         units.append(ScanUnit(rows=n, bytes=nbytes, offset=off, length=n))
     return Source(name, "arrow", table.schema, tuple(units), table=table)

@@ -32,7 +32,7 @@ def plan_query(
 ) -> QueryPlan:
     """Plan ``sql``; ``settings_for`` picks partition counts once the tables read are known."""
     start = time.perf_counter()
-    bound = binder.bind(parse(sql, dialect), sql)
+    bound = binder.bind(parse(sql, dialect), sql, dialect)
     logical, names = PlanBuilder(binder.used).build(bound)
     logical = apply_rules(logical)
     stages = PhysicalPlanner(settings_for(binder.used)).plan(logical)

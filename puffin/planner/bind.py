@@ -69,13 +69,18 @@ class Binder:
         self.resolve_files = resolve_files
         self.used: dict[str, Source] = {}
         self.output_names: list[str] = []  # as DuckDB names the result columns
+        self._swapped = False
         self._validator = duckdb.connect()
         self._types: dict[int, dict[str, str]] = {}
 
-    def bind(self, stmt: exp.Expression, original_sql: str) -> exp.Expression:
+    def bind(self, stmt: exp.Expression, original_sql: str, dialect: str = "duckdb") -> exp.Expression:
         self.used = {}
+        self._swapped = False
         stmt = self._resolve_tables(stmt)
-        self._validate(stmt, original_sql)
+        # DuckDB names unaliased result columns after the text it was given, so check the
+        # user's own text when DuckDB can read it as is.
+        as_written = dialect == "duckdb" and not self._swapped
+        self._validate(original_sql if as_written else stmt.sql(dialect="duckdb"), original_sql)
         schema = {name: self._column_types(src) for name, src in self.used.items()}
         try:
             return optimize(stmt, schema=schema, dialect="duckdb")
@@ -119,6 +124,7 @@ class Binder:
     def _swap(self, table: exp.Table, src: Source, alias: str) -> None:
         name = f"__file_{src.source_id}"
         self.used[name] = src
+        self._swapped = True
         new = exp.Table(this=exp.to_identifier(name, quoted=True))
         if alias:
             new.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
@@ -133,11 +139,11 @@ class Binder:
         return self._types[src.source_id]
 
     # -- DuckDB as the type checker ----------------------------------------------------------
-    def _validate(self, stmt: exp.Expression, original_sql: str) -> None:
+    def _validate(self, sql: str, original_sql: str) -> None:
         for name, src in self.used.items():
             self._validator.register(name, src.schema.empty_table())
         try:
-            described = self._validator.execute("DESCRIBE " + stmt.sql(dialect="duckdb")).fetchall()
+            described = self._validator.execute("DESCRIBE " + sql.strip().rstrip(";")).fetchall()
             self.output_names = [r[0] for r in described]
         except duckdb.Error as e:
             raise self._translate(e, original_sql) from None
@@ -149,7 +155,8 @@ class Binder:
         text = str(e)
         lines = [ln for ln in text.splitlines() if ln.strip()]
         first = re.sub(r"^\w+ Error: ", "", lines[0]) if lines else text
-        m = re.search(r'Referenced column "(.+?)" not found', text)
+        m = re.search(r'Referenced column "(.+?)" not found', text) or re.search(
+            r'does not have a column named "(.+?)"', text)
         if m:
             valid = []
             for name, src in self.used.items():
@@ -157,7 +164,7 @@ class Binder:
                 valid += [f"{alias}.{c}" if len(self.used) > 1 else c for c in src.schema.names]
             where = _locate(sql, m.group(1))
             return BindError(f'Column "{m.group(1)}" not found{where}. Valid columns: {", ".join(valid[:60])}')
-        if isinstance(e, duckdb.ConversionException) or "No function matches" in text:
+        if isinstance(e, duckdb.ConversionException) or "No function matches" in text or "Cannot compare" in text:
             hint = next((ln.strip() for ln in lines[1:] if "explicit type casts" in ln), "")
             return TypeCheckError(f"{first} {hint}".strip())
         if isinstance(e, duckdb.NotImplementedException):

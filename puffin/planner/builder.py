@@ -205,7 +205,11 @@ class PlanBuilder:
         order_e = [to_internal(o.this) for o in ordered]
 
         group = sel.args.get("group")
-        if group is not None and any(group.args.get(k) for k in ("rollup", "cube", "grouping_sets")):
+        grouping_sets = (exp.Rollup, exp.Cube, exp.GroupingSets)
+        if group is not None and (
+            any(group.args.get(k) for k in ("rollup", "cube", "grouping_sets"))
+            or any(isinstance(g, grouping_sets) for g in group.expressions)
+        ):
             raise NotSupportedError("GROUP BY ROLLUP / CUBE / GROUPING SETS")
         group_e = [to_internal(g) for g in group.expressions] if group is not None else []
         scope = exprs + ([having_e] if having_e is not None else []) + order_e
