@@ -178,7 +178,10 @@ def run_query(runs: list[EngineRun], qid: str, sql: str, expected: pa.Table,
         with pa.OSFile(str(path)) as source:
             table = pa.ipc.open_file(source).read_all()
         path.unlink()
-        mismatch = compare(table, expected, ordered=has_order_by(sql))
+        try:
+            mismatch = compare(table, expected, ordered=has_order_by(sql))
+        except Exception as exc:  # noqa: BLE001 - an odd result type must not end the run
+            mismatch = f"could not compare: {type(exc).__name__}: {exc}"
         entries[run.label] = {"status": "wrong" if mismatch else "ok", "mismatch": mismatch,
                               "times_s": times[run.label],
                               "median_s": statistics.median(times[run.label]),
