@@ -35,8 +35,8 @@ def ensure_started(address: str | None = None, num_cpus: int | None = None) -> N
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address:
         ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    else:  # "local": start our own, never attach to a cluster that happens to run here
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
 def shutdown() -> None:

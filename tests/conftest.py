@@ -43,36 +43,56 @@ def tpch_query(n: int) -> str:
         return f.read()
 
 
-def _stop_ray() -> None:
-    if ray.is_initialized():
-        ray.shutdown()
+class RayBackends:
+    """Ray is process-global: one backend at a time, switched only when a test needs another."""
+
+    def __init__(self) -> None:
+        self.current: str | None = None
+        self.cluster = None
+
+    def use(self, name: str, env: dict[str, str] | None = None) -> None:
+        if self.current == name and env is None:
+            return
+        self.stop()
+        opts = {"log_to_driver": False}
+        if name == "cluster":
+            from ray.cluster_utils import Cluster
+
+            self.cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+            for _ in range(2):
+                self.cluster.add_node(num_cpus=1)
+            self.cluster.wait_for_nodes()
+            ray.init(address=self.cluster.address, **opts)
+        else:
+            runtime_env = {"env_vars": env} if env else None
+            ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env=runtime_env, **opts)
+        self.current = name if env is None else f"{name}+env"
+
+    def stop(self) -> None:
+        if ray.is_initialized():
+            ray.shutdown()
+        if self.cluster is not None:
+            self.cluster.shutdown()
+            self.cluster = None
+        self.current = None
 
 
 @pytest.fixture(scope="session")
-def local_ray():
-    """One local Ray (the embedded default: what puffin.connect() starts)."""
-    _stop_ray()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield "local"
-    _stop_ray()
+def ray_backends():
+    backends = RayBackends()
+    yield backends
+    backends.stop()
 
 
-@pytest.fixture(scope="session")
-def cluster_ray():
-    """Three Ray nodes on this machine (ray.cluster_utils.Cluster), so exchanges cross nodes."""
-    from ray.cluster_utils import Cluster
-
-    _stop_ray()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    for _ in range(2):
-        cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
-    yield "cluster"
-    _stop_ray()
-    cluster.shutdown()
+@pytest.fixture(scope="module")
+def local_ray(ray_backends):
+    """A local Ray (the embedded default: what puffin.connect() starts)."""
+    ray_backends.use("local")
+    return "local"
 
 
-@pytest.fixture(scope="session", params=["local", "cluster"])
-def backend(request):
-    return request.getfixturevalue(f"{request.param}_ray")
+@pytest.fixture(scope="module", params=["local", "cluster"])
+def backend(request, ray_backends):
+    """Local Ray, then three Ray nodes on this machine (ray.cluster_utils.Cluster)."""
+    ray_backends.use(request.param)
+    return request.param

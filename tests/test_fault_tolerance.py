@@ -7,24 +7,20 @@ from __future__ import annotations
 import os
 
 import pytest
-import ray
 
 import puffin
 from puffin import runtime
 from puffin.demo import register_tpch
 from tests.conftest import tpch_query
-from tests.oracle import assert_same_result
+from puffin.testing import assert_same_result
 
 
 @pytest.fixture
-def ray_with_fault(tmp_path, local_ray):
+def ray_with_fault(tmp_path, ray_backends):
     marker = tmp_path / "killed-once"
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {runtime.KILL_ONCE_ENV: f"{marker}:1"}})
+    ray_backends.use("local", env={runtime.KILL_ONCE_ENV: f"{marker}:1"})
     yield marker
-    ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # back to the shared local Ray
+    ray_backends.stop()
 
 
 def test_killed_worker_mid_query_still_gives_the_right_answer(ray_with_fault, tpch_dir, oracle):

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 import puffin
-from tests.oracle import assert_same_result
+from puffin.testing import assert_same_result
 
 HERE = os.path.dirname(__file__)
 

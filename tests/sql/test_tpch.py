@@ -9,7 +9,7 @@ import pytest
 import puffin
 from puffin.demo import register_tpch
 from tests.conftest import tpch_query
-from tests.oracle import assert_same_result
+from puffin.testing import assert_same_result
 
 SHUFFLE_EVERYTHING = {"broadcast_bytes": 0, "replicate_bytes": 0}
 

@@ -1,4 +1,4 @@
-"""DuckDB as the correctness oracle: same SQL, same files, compared value by value."""
+"""Result comparison with DuckDB as the oracle: floats within 1% + 1e-8, order only when asked."""
 
 from __future__ import annotations
 
