@@ -22,7 +22,7 @@ REL_TOL = 0.01
 ABS_TOL = 1e-8
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def has_order_by(sql: str) -> bool:
     tree = sqlglot.parse_one(sql, read="duckdb")
     return isinstance(tree, exp.Query) and tree.args.get("order") is not None
@@ -46,9 +46,7 @@ def _rows(table: pa.Table) -> list[tuple]:
 
 
 def _sort_key(row: tuple) -> tuple:
-    return tuple(
-        (0, "") if v is None else (1, v) if isinstance(v, float) else (2, str(v)) for v in row
-    )
+    return tuple((0, "") if v is None else (1, v) if isinstance(v, float) else (2, str(v)) for v in row)
 
 
 def _same(actual, expected) -> bool:

@@ -31,8 +31,7 @@ class Config:
 
 
 class EngineRun:
-    def __init__(self, config: Config, record: dict, log_dir: Path, timeout: float,
-                 sampler: MemorySampler) -> None:
+    def __init__(self, config: Config, record: dict, log_dir: Path, timeout: float, sampler: MemorySampler) -> None:
         self.config = config
         self.label = config.label
         self.record = record  # this run's entry in results["runs"], filled as we go
@@ -41,9 +40,15 @@ class EngineRun:
         self.sampler = sampler
         self.worker: Worker | None = None
         self.failed = False
-        record.update(engine=config.spec.name, data=str(config.data_dir), note=config.note,
-                      options=config.options, restarts=0, log=str(log_dir / f"{self.label}.log"),
-                      explain=config.explain)
+        record.update(
+            engine=config.spec.name,
+            data=str(config.data_dir),
+            note=config.note,
+            options=config.options,
+            restarts=0,
+            log=str(log_dir / f"{self.label}.log"),
+            explain=config.explain,
+        )
 
     def tables(self) -> dict[str, str]:
         return {p.name: str(p) for p in sorted(self.config.data_dir.iterdir()) if p.is_dir()}
@@ -59,14 +64,21 @@ class EngineRun:
             print(f"      [{self.label}] restarting worker", flush=True)
         try:
             python = python_for(self.config.spec)
-            self.worker = Worker(self.label, self.config.spec.name, python,
-                                 self.config.options, Path(self.record["log"]), self.config.env)
+            self.worker = Worker(
+                self.label,
+                self.config.spec.name,
+                python,
+                self.config.options,
+                Path(self.record["log"]),
+                self.config.env,
+            )
             ready = self.worker.wait_ready(max(self.timeout, STARTUP_TIMEOUT))
             if not ready["ok"]:
                 raise WorkerError(ready["error"] + "\n" + ready.get("traceback", ""))
             start = time.perf_counter()
-            loaded = self.call({"op": "load", "tables": self.tables()}, "load",
-                               timeout=max(self.timeout, STARTUP_TIMEOUT))
+            loaded = self.call(
+                {"op": "load", "tables": self.tables()}, "load", timeout=max(self.timeout, STARTUP_TIMEOUT)
+            )
             if not loaded["ok"]:
                 raise WorkerError(loaded["error"] + "\n" + loaded.get("traceback", ""))
         except Exception as exc:  # noqa: BLE001 - a peer that cannot start is recorded, not fatal

@@ -18,15 +18,22 @@ from __future__ import annotations
 import re
 
 _HEADER = re.compile(r"^\s*stage\s+#?(\d+)\b(.*)$", re.IGNORECASE)
-_TASKS = re.compile(r"\[(\d+)\s+tasks?\]|\btasks?\s*[=:]\s*(\d+)|\b(\d+)\s+tasks?\b",
-                    re.IGNORECASE)
-_ROWS_OUT = re.compile(r"\brows\b[^|]*?\bout\s*[=:]\s*(\d+)|\brows\s*[=:]\s*(\d+)",
-                       re.IGNORECASE)
+_TASKS = re.compile(r"\[(\d+)\s+tasks?\]|\btasks?\s*[=:]\s*(\d+)|\b(\d+)\s+tasks?\b", re.IGNORECASE)
+_ROWS_OUT = re.compile(r"\brows\b[^|]*?\bout\s*[=:]\s*(\d+)|\brows\s*[=:]\s*(\d+)", re.IGNORECASE)
 _BYTES = re.compile(r"\bbytes(?:[ _]out)?\s*[=:]\s*([\d.]+)\s*([KMGT]i?B|B)?", re.IGNORECASE)
 _TIME_MS = re.compile(r"\btotal\s*[=:]\s*([\d.]+)\s*ms", re.IGNORECASE)
 _OUTPUT = re.compile(r"->\s*([^|]*)")
-_UNITS = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30, "TB": 2**40,
-          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_UNITS = {
+    "B": 1,
+    "KB": 2**10,
+    "MB": 2**20,
+    "GB": 2**30,
+    "TB": 2**40,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+    "TIB": 2**40,
+}
 
 
 def _first_int(match: re.Match | None) -> int | None:
@@ -46,15 +53,16 @@ def parse_stages(text: str) -> list[dict]:
         size = _BYTES.search(rest)
         output = _OUTPUT.search(rest)
         time_ms = _TIME_MS.search(rest)
-        stages.append({
-            "stage": int(header.group(1)),
-            "output": output.group(1).strip() if output else None,
-            "tasks": _first_int(_TASKS.search(rest)),
-            "rows_out": _first_int(_ROWS_OUT.search(rest)),
-            "bytes_out": (int(float(size.group(1)) * _UNITS[(size.group(2) or "B").upper()])
-                          if size else None),
-            "task_time_ms": float(time_ms.group(1)) if time_ms else None,
-        })
+        stages.append(
+            {
+                "stage": int(header.group(1)),
+                "output": output.group(1).strip() if output else None,
+                "tasks": _first_int(_TASKS.search(rest)),
+                "rows_out": _first_int(_ROWS_OUT.search(rest)),
+                "bytes_out": (int(float(size.group(1)) * _UNITS[(size.group(2) or "B").upper()]) if size else None),
+                "task_time_ms": float(time_ms.group(1)) if time_ms else None,
+            }
+        )
     return stages
 
 
@@ -64,7 +72,9 @@ def summarise(text: str) -> dict:
     roots = [i for i, s in enumerate(stages) if (s["output"] or "").startswith("result")]
     root = roots[0] if roots else 0
     shuffled = sum(s["bytes_out"] or 0 for i, s in enumerate(stages) if i != root)
-    return {"stages": len(stages),
-            "tasks": sum(s["tasks"] or 0 for s in stages),
-            "bytes_shuffled": shuffled,
-            "per_stage": stages}
+    return {
+        "stages": len(stages),
+        "tasks": sum(s["tasks"] or 0 for s in stages),
+        "bytes_shuffled": shuffled,
+        "per_stage": stages,
+    }

@@ -51,15 +51,14 @@ def markdown(results: dict) -> str:
     labels = list(results["runs"])
     base = results["baseline"]
     others = [label for label in labels if label != base]
-    lines = [
-        f"# TPC-H SF {results['sf']:g} — {results['title']}",
-        "",
-        f"{results['machine']['cpus']} CPUs, {results['machine']['memory_gib']:.0f} GiB RAM, "
-        f"{results['config']['reps']} timed repetitions after {results['config']['warmup']} "
-        f"warm-up; median seconds per query; answers checked against DuckDB. "
-        f"`ratio` = engine time / {base} time (> 1: slower than {base}).",
-        "",
-    ]
+    machine, config = results["machine"], results["config"]
+    intro = (
+        f"{machine['cpus']} CPUs, {machine['memory_gib']:.0f} GiB RAM (load average at start "
+        f"{machine['loadavg_at_start'][0]:.1f}), {config['reps']} timed repetitions after "
+        f"{config['warmup']} warm-up; median seconds per query; answers checked against DuckDB. "
+        f"`ratio` = engine time / {base} time (> 1: slower than {base})."
+    )
+    lines = [f"# TPC-H SF {results['sf']:g} — {results['title']}", "", intro, ""]
     header = ["query", *labels, *(f"{o} ratio" for o in others)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for qid, per_run in results["queries"].items():
@@ -70,16 +69,14 @@ def markdown(results: dict) -> str:
     summary = {
         "total (ok queries)": [_secs(runs[label].get("total_s")) for label in labels],
         "queries ok / wrong / error": [
-            f"{runs[label]['ok']} / {runs[label]['wrong']} / {runs[label]['error']}"
-            for label in labels],
+            f"{runs[label]['ok']} / {runs[label]['wrong']} / {runs[label]['error']}" for label in labels
+        ],
         "peak RSS (process tree)": [_gib(runs[label].get("peak_rss_bytes")) for label in labels],
-        "warm `SELECT count(*) FROM nation`": [
-            _ms(runs[label].get("probe_median_s")) for label in labels],
+        "warm `SELECT count(*) FROM nation`": [_ms(runs[label].get("probe_median_s")) for label in labels],
         "load (register tables)": [_secs(runs[label].get("load_s")) for label in labels],
     }
     for name, values in summary.items():
-        extra = [_ratio(runs[o].get("ratio_total")) if name.startswith("total") else ""
-                 for o in others]
+        extra = [_ratio(runs[o].get("ratio_total")) if name.startswith("total") else "" for o in others]
         lines.append("| " + " | ".join([f"**{name}**", *values, *extra]) + " |")
     lines += ["", "Total ratios use only the queries both engines answered correctly.", ""]
     lines += _versions(results) + _explain_table(results) + _problems(results)
@@ -106,8 +103,12 @@ def _explain_table(results: dict) -> list[str]:
     labels = [label for label, run in results["runs"].items() if run.get("explain")]
     if not labels:
         return []
-    lines = ["## Stages from EXPLAIN ANALYZE (stages / tasks / bytes shuffled)", "",
-             "| query | " + " | ".join(labels) + " |", "|" + "---|" * (len(labels) + 1)]
+    lines = [
+        "## Stages from EXPLAIN ANALYZE (stages / tasks / bytes shuffled)",
+        "",
+        "| query | " + " | ".join(labels) + " |",
+        "|" + "---|" * (len(labels) + 1),
+    ]
     for qid, per_run in results["queries"].items():
         cells = []
         for label in labels:
@@ -132,8 +133,7 @@ def _problems(results: dict) -> list[str]:
     lines = []
     for label, run in results["runs"].items():
         if run.get("startup_error"):
-            lines.append(f"- **{label}** did not start: {_one_line(run['startup_error'])} "
-                         f"(log: {run.get('log', '?')})")
+            lines.append(f"- **{label}** did not start: {_one_line(run['startup_error'])} (log: {run.get('log', '?')})")
     for qid, per_run in results["queries"].items():
         for label, entry in per_run.items():
             if entry["status"] == "wrong":
@@ -172,15 +172,21 @@ def chart(results: dict, path: Path) -> bool:
             entry = results["queries"][qid].get(label)
             if entry and entry["status"] != "ok":
                 x = q + (i - (len(labels) - 1) / 2) * width
-                ax.annotate("x" if entry["status"] == "error" else "!", (x, 0), ha="center",
-                            xycoords=("data", "axes fraction"), xytext=(0, 2),
-                            textcoords="offset points", fontsize=9, fontweight="bold",
-                            color="red")
+                ax.annotate(
+                    "x" if entry["status"] == "error" else "!",
+                    (x, 0),
+                    ha="center",
+                    xycoords=("data", "axes fraction"),
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    fontsize=9,
+                    fontweight="bold",
+                    color="red",
+                )
     ax.set_yscale("log")
     ax.set_xticks(range(len(qids)), [q.upper() for q in qids], fontsize=8)
     ax.set_ylabel("median seconds (log scale)")
-    ax.set_title(f"TPC-H SF {results['sf']:g} — {results['title']}"
-                 "  (x = error, ! = wrong answer)", fontsize=10)
+    ax.set_title(f"TPC-H SF {results['sf']:g} — {results['title']}  (x = error, ! = wrong answer)", fontsize=10)
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
@@ -40,35 +41,52 @@ PROBE_WARMUP = 3
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.tpch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.tpch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sf", type=float, default=1.0, help="scale factor (default 1)")
-    parser.add_argument("--engines", default="puffin,duckdb,spark,daft",
-                        help=f"comma-separated, from {','.join(ENGINES)}")
+    parser.add_argument(
+        "--engines", default="puffin,duckdb,spark,daft", help=f"comma-separated, from {','.join(ENGINES)}"
+    )
     parser.add_argument("--queries", default="all", help="e.g. 1,3,5 (default all 22)")
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs first (default 1)")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results",
-                        help="output directory (default benchmarks/results)")
-    parser.add_argument("--baseline", help="label ratios are relative to "
-                        "(default puffin when it runs, else the first engine)")
-    parser.add_argument("--timeout", type=float, default=300,
-                        help="seconds one request (load, one query run) may take (default 300)")
-    parser.add_argument("--probe-runs", type=int, default=20,
-                        help=f"timed runs of {PROBE_SQL!r} per engine (default 20; 0 skips)")
-    parser.add_argument("--keep-decimals", action="store_true",
-                        help="give Daft the decimal columns too (by default its copy of the "
-                        "data has float64, as in Daft's own TPC-H setup)")
-    parser.add_argument("--spark-memory", help="spark.driver.memory (default: a third of "
-                        "RAM, at most 8g)")
-    parser.add_argument("--queries-dir", type=Path, default=DEFAULT_QUERIES,
-                        help=f"directory of qNN.sql files (default {DEFAULT_QUERIES})")
+    parser.add_argument(
+        "--out", type=Path, default=BENCH_DIR / "results", help="output directory (default benchmarks/results)"
+    )
+    parser.add_argument(
+        "--baseline", help="label ratios are relative to (default puffin when it runs, else the first engine)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=300, help="seconds one request (load, one query run) may take (default 300)"
+    )
+    parser.add_argument(
+        "--probe-runs", type=int, default=20, help=f"timed runs of {PROBE_SQL!r} per engine (default 20; 0 skips)"
+    )
+    parser.add_argument(
+        "--keep-decimals",
+        action="store_true",
+        help="give Daft the decimal columns too (by default its copy of the "
+        "data has float64, as in Daft's own TPC-H setup)",
+    )
+    parser.add_argument("--spark-memory", help="spark.driver.memory (default: a third of RAM, at most 8g)")
+    parser.add_argument(
+        "--queries-dir",
+        type=Path,
+        default=DEFAULT_QUERIES,
+        help=f"directory of qNN.sql files (default {DEFAULT_QUERIES})",
+    )
     scaling = parser.add_argument_group("scaling run (Puffin only)")
-    scaling.add_argument("--scaling", action="store_true",
-                         help="run Puffin on several Ray nodes instead of comparing engines")
+    scaling.add_argument(
+        "--scaling", action="store_true", help="run Puffin on several Ray nodes instead of comparing engines"
+    )
     scaling.add_argument("--nodes", default="1,2,4", help="node counts (default 1,2,4)")
-    scaling.add_argument("--cpus", type=int, default=max(4, os.cpu_count() or 1),
-                         help="logical CPUs split across the nodes (default max(4, cores))")
+    scaling.add_argument(
+        "--cpus",
+        type=int,
+        default=max(4, os.cpu_count() or 1),
+        help="logical CPUs split across the nodes (default max(4, cores))",
+    )
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")
@@ -96,8 +114,9 @@ def reference_answers(data_dir: Path, queries: dict[str, str]) -> dict[str, pa.T
     engine.load({p.name: str(p) for p in data_dir.iterdir() if p.is_dir()})
     answers = {qid: engine.run(sql) for qid, sql in queries.items()}
     engine.close()
-    print(f"[ref] DuckDB reference answers for {len(queries)} queries in "
-          f"{time.perf_counter() - start:.1f} s", flush=True)
+    print(
+        f"[ref] DuckDB reference answers for {len(queries)} queries in {time.perf_counter() - start:.1f} s", flush=True
+    )
     return answers
 
 
@@ -114,8 +133,9 @@ def comparison_configs(args: argparse.Namespace, data_dir: Path) -> list[Config]
         if spec.plain_strings:
             as_float = spec.decimals_as_float and not args.keep_decimals
             config.data_dir = ensure_plain_copy(data_dir, decimals_as_float=as_float)
-            config.note = ("reads a copy of the data with string_view columns as string"
-                           + (" and decimals as float64" if as_float else ""))
+            config.note = "reads a copy of the data with string_view columns as string" + (
+                " and decimals as float64" if as_float else ""
+            )
         if name == "spark":
             config.options = {"driver_memory": args.spark_memory} if args.spark_memory else {}
             config.note = "local[*]"
@@ -132,11 +152,17 @@ def scaling_configs(args: argparse.Namespace, data_dir: Path) -> list[Config]:
     configs = []
     for n in (int(x) for x in args.nodes.split(",")):
         label = f"puffin-{n}node" + ("s" if n > 1 else "")
-        configs.append(Config(label, ENGINES["puffin"], data_dir,
-                              options={"nodes": n, "cpus": args.cpus}, env=_ray_env(label),
-                              explain=True,
-                              note=f"{n} Ray node{'s' if n > 1 else ''} sharing {args.cpus} "
-                              "logical CPUs"))
+        configs.append(
+            Config(
+                label,
+                ENGINES["puffin"],
+                data_dir,
+                options={"nodes": n, "cpus": args.cpus},
+                env=_ray_env(label),
+                explain=True,
+                note=f"{n} Ray node{'s' if n > 1 else ''} sharing {args.cpus} logical CPUs",
+            )
+        )
     return configs
 
 
@@ -147,8 +173,15 @@ def _error(message: str) -> dict:
     return {"status": "error", "error": message}
 
 
-def run_query(runs: list[EngineRun], qid: str, sql: str, expected: pa.Table,
-              args: argparse.Namespace, tmp: Path, sampler: MemorySampler) -> dict:
+def run_query(
+    runs: list[EngineRun],
+    qid: str,
+    sql: str,
+    expected: pa.Table,
+    args: argparse.Namespace,
+    tmp: Path,
+    sampler: MemorySampler,
+) -> dict:
     """Warm-up on every engine, then the timed repetitions interleaved across engines."""
     entries: dict[str, dict] = {}
     active = []
@@ -182,17 +215,21 @@ def run_query(runs: list[EngineRun], qid: str, sql: str, expected: pa.Table,
             mismatch = compare(table, expected, ordered=has_order_by(sql))
         except Exception as exc:  # noqa: BLE001 - an odd result type must not end the run
             mismatch = f"could not compare: {type(exc).__name__}: {exc}"
-        entries[run.label] = {"status": "wrong" if mismatch else "ok", "mismatch": mismatch,
-                              "times_s": times[run.label],
-                              "median_s": statistics.median(times[run.label]),
-                              "rows": table.num_rows}
+        entries[run.label] = {
+            "status": "wrong" if mismatch else "ok",
+            "mismatch": mismatch,
+            "times_s": times[run.label],
+            "median_s": statistics.median(times[run.label]),
+            "rows": table.num_rows,
+        }
     for run in runs:
         entry = entries[run.label]
         entry["peak_rss_bytes"] = sampler.peak_by_key.get((run.label, qid))
         if run.config.explain and entry["status"] != "error" and run.worker is not None:
             answer = run.call({"op": "explain", "sql": sql}, qid)
-            entry["explain"] = ({**summarise(answer["text"]), "text": answer["text"]}
-                                if answer["ok"] else {"error": answer["error"]})
+            entry["explain"] = (
+                {**summarise(answer["text"]), "text": answer["text"]} if answer["ok"] else {"error": answer["error"]}
+            )
     return entries
 
 
@@ -219,8 +256,10 @@ def probe(run: EngineRun, n: int) -> None:
     if answer["ok"]:
         runs = answer["seconds"][PROBE_WARMUP:]
         run.record.update(probe_runs_s=runs, probe_median_s=statistics.median(runs))
-        print(f"probe {run.label:<14} {PROBE_SQL}: median {statistics.median(runs) * 1000:.1f} ms"
-              f" over {n} warm runs", flush=True)
+        print(
+            f"probe {run.label:<14} {PROBE_SQL}: median {statistics.median(runs) * 1000:.1f} ms over {n} warm runs",
+            flush=True,
+        )
     else:
         run.record["probe_error"] = answer["error"]
         print(f"probe {run.label:<14} error: {short_error(answer['error'])}")
@@ -233,8 +272,11 @@ def summarise_runs(results: dict) -> None:
         for status in ("ok", "wrong", "error"):
             record[status] = sum(e["status"] == status for e in entries)
         record["total_s"] = sum(e["median_s"] for e in entries if e["status"] == "ok")
-        both = [q for q in results["queries"].values() if label in q and base in q
-                and q[label]["status"] == "ok" and q[base]["status"] == "ok"]
+        both = [
+            q
+            for q in results["queries"].values()
+            if label in q and base in q and q[label]["status"] == "ok" and q[base]["status"] == "ok"
+        ]
         for q in both:
             q[label]["ratio"] = q[label]["median_s"] / q[base]["median_s"]
         base_total = sum(q[base]["median_s"] for q in both)
@@ -243,14 +285,47 @@ def summarise_runs(results: dict) -> None:
             record["ratio_total_queries"] = len(both)
 
 
+def run_group(
+    runs: list[EngineRun],
+    queries: dict[str, str],
+    reference: dict[str, pa.Table],
+    args: argparse.Namespace,
+    tmp: Path,
+    sampler: MemorySampler,
+    results: dict,
+) -> None:
+    """Engines that run side by side: start all, every query on each, probes, close."""
+    print(f"[run] starting {', '.join(r.label for r in runs)} ...", flush=True)
+    for run in runs:
+        run.ensure_started()
+    for qid, sql in queries.items():
+        entries = run_query(runs, qid, sql, reference[qid], args, tmp, sampler)
+        for run in runs:
+            results["queries"][qid][run.label] = entries[run.label]
+            print(_progress(qid, run.label, entries[run.label]), flush=True)
+    for run in runs:
+        probe(run, args.probe_runs)
+    for run in runs:
+        run.stop()
+
+
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "memory_gib": psutil.virtual_memory().total / 2**30,
-            "platform": platform.platform(), "python": platform.python_version(),
-            "loadavg_at_start": os.getloadavg()}
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": psutil.virtual_memory().total / 2**30,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # unwinds through main's finally: workers are closed
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     data_dir = ensure_data(args.sf)
     queries = load_queries(args.queries_dir, args.queries)
     reference = reference_answers(data_dir, queries)
@@ -262,37 +337,31 @@ def main(argv: list[str] | None = None) -> int:
         groups = [configs]  # all engines loaded together, queries interleaved
     labels = [c.label for c in configs]
     baseline = args.baseline or ("puffin" if "puffin" in labels else labels[0])
-    results = {"benchmark": "tpch", "sf": args.sf, "baseline": baseline,
-               "title": "Puffin scaling over Ray nodes" if args.scaling else
-               "engine comparison",
-               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine(),
-               "config": {k: (str(v) if isinstance(v, Path) else v)
-                          for k, v in vars(args).items()},
-               "runs": {label: {} for label in labels},
-               "queries": {qid: {} for qid in queries}}
+    results = {
+        "benchmark": "tpch",
+        "sf": args.sf,
+        "baseline": baseline,
+        "title": "Puffin scaling over Ray nodes" if args.scaling else "engine comparison",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": machine(),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "runs": {label: {} for label in labels},
+        "queries": {qid: {} for qid in queries},
+        "interrupted": True,  # removed when every group has run
+    }
     stem = f"tpch_sf{sf_label(args.sf)}" + ("_scaling" if args.scaling else "")
-    log_dir = args.out / "logs" / stem
     sampler = MemorySampler()
     start = time.perf_counter()
     runs: list[EngineRun] = []
     try:
         with tempfile.TemporaryDirectory(prefix="puffin-tpch-") as tmp:
             for group in groups:
-                runs = [EngineRun(c, results["runs"][c.label], log_dir, args.timeout, sampler)
-                        for c in group]
-                print(f"[run] starting {', '.join(r.label for r in runs)} ...", flush=True)
-                for run in runs:
-                    run.ensure_started()
-                for qid, sql in queries.items():
-                    entries = run_query(runs, qid, sql, reference[qid], args, Path(tmp),
-                                        sampler)
-                    for run in runs:
-                        results["queries"][qid][run.label] = entries[run.label]
-                        print(_progress(qid, run.label, entries[run.label]), flush=True)
-                for run in runs:
-                    probe(run, args.probe_runs)
-                for run in runs:
-                    run.stop()
+                runs = [
+                    EngineRun(c, results["runs"][c.label], args.out / "logs" / stem, args.timeout, sampler)
+                    for c in group
+                ]
+                run_group(runs, queries, reference, args, Path(tmp), sampler, results)
+        results.pop("interrupted")
     finally:
         for run in runs:
             run.stop(kill=True)
@@ -300,11 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         for label, record in results["runs"].items():
             record["peak_rss_bytes"] = sampler.peak_by_engine.get(label)
         results["duration_s"] = time.perf_counter() - start
+        if results.get("interrupted"):
+            results["title"] += " (interrupted: partial results)"
         summarise_runs(results)
-        paths = report.write(results, args.out, stem)
-    print()
-    print(report.markdown(results))
-    print("wrote " + ", ".join(str(p) for p in paths))
+        print()
+        print(report.markdown(results))
+        print("wrote " + ", ".join(str(p) for p in report.write(results, args.out, stem)))
     return 0
 
 

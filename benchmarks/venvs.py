@@ -36,9 +36,10 @@ def ensure_venv(name: str, requirements: tuple[str, ...]) -> Path:
     log = root / "pip-install.log"
     with log.open("w") as fh:
         proc = subprocess.run(
-            [str(venv_python(name)), "-m", "pip", "install", "--disable-pip-version-check",
-             *requirements],
-            stdout=fh, stderr=subprocess.STDOUT,
+            [str(venv_python(name)), "-m", "pip", "install", "--disable-pip-version-check", *requirements],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            check=False,
         )
     if proc.returncode != 0:
         tail = log.read_text()[-2000:]

@@ -25,13 +25,15 @@ import sys
 import time
 import traceback
 
-
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colours its remote tracebacks
 
 
 def _failure(exc: BaseException) -> dict:
-    return {"ok": False, "error": _ANSI.sub("", f"{type(exc).__name__}: {exc}"),
-            "traceback": _ANSI.sub("", traceback.format_exc())}
+    return {
+        "ok": False,
+        "error": _ANSI.sub("", f"{type(exc).__name__}: {exc}"),
+        "traceback": _ANSI.sub("", traceback.format_exc()),
+    }
 
 
 def _write_ipc(table, path: str) -> None:

@@ -27,8 +27,15 @@ class WorkerError(Exception):
 
 
 class Worker:
-    def __init__(self, label: str, engine: str, python: Path | str, options: dict,
-                 log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        engine: str,
+        python: Path | str,
+        options: dict,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.label = label
         self.engine = engine
         self.log_path = log_path
@@ -38,8 +45,14 @@ class Worker:
         self._log.flush()
         self.proc = subprocess.Popen(
             [str(python), "-m", "benchmarks.worker", engine, json.dumps(options)],
-            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-            text=True, bufsize=1, start_new_session=True, env={**os.environ, **(env or {})},
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -56,8 +69,9 @@ class Worker:
             raise WorkerError(f"no answer within {timeout:g} s (timeout)") from None
         if line is None:
             self.proc.wait()
-            raise WorkerError(f"worker exited with code {self.proc.returncode}; "
-                              f"log: {self.log_path}\n{self.log_tail()}")
+            raise WorkerError(
+                f"worker exited with code {self.proc.returncode}; log: {self.log_path}\n{self.log_tail()}"
+            )
         return json.loads(line)
 
     def wait_ready(self, timeout: float) -> dict:

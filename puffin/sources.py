@@ -42,6 +42,8 @@ class ScanUnit:
     path: str = ""
     row_groups: tuple[int, ...] | None = None  # Parquet row groups; None = whole file
     partition: tuple[tuple[str, Any], ...] = ()  # Hive partition values
+    first_row: int = 0  # Parquet: index in the file of the unit's first row
+    file_rows: int = 0  # Parquet: rows in the whole file
     offset: int = 0  # in-memory sources: slice of the table
     length: int = 0
 
@@ -175,10 +177,13 @@ def from_path(
         part = tuple(sorted(ds.get_partition_keys(frag.partition_expression).items()))
         if kind == "parquet":
             meta = frag.metadata
+            first = 0
             for i in range(meta.num_row_groups):
                 rg = meta.row_group(i)
-                units.append(ScanUnit(rg.num_rows, rg.total_byte_size, frag.path, (i,), part))
+                units.append(ScanUnit(rg.num_rows, rg.total_byte_size, frag.path, (i,), part,
+                                      first_row=first, file_rows=meta.num_rows))
+                first += rg.num_rows
         else:
             size = os.path.getsize(frag.path)
-            units.append(ScanUnit(max(1, size // 100), size, frag.path, None, part))
+            units.append(ScanUnit(max(1, size // 100), size, frag.path, None, partition=part))
     return Source(name, kind, dataset.schema, tuple(units), location, tuple(options.items()))

@@ -27,14 +27,12 @@ ENGINES: dict[str, EngineSpec] = {
     for spec in (
         EngineSpec("puffin", "puffin_engine"),
         EngineSpec("duckdb", "duckdb_engine"),
-        EngineSpec("spark", "spark_engine",
-                   requirements=("pyspark==3.5.9", "pyarrow==21.0.0", "pandas==2.2.3")),
-        EngineSpec("daft", "daft_engine",
-                   requirements=("daft[ray]==0.7.26",), plain_strings=True,
-                   decimals_as_float=True),
+        EngineSpec("spark", "spark_engine", requirements=("pyspark==3.5.9", "pyarrow==21.0.0", "pandas==2.2.3")),
+        EngineSpec(
+            "daft", "daft_engine", requirements=("daft[ray]==0.7.26",), plain_strings=True, decimals_as_float=True
+        ),
         EngineSpec("polars", "polars_engine", requirements=("polars==2.1.0", "pyarrow==26.0.1")),
-        EngineSpec("datafusion", "datafusion_engine",
-                   requirements=("datafusion==55.0.0", "pyarrow==26.0.1")),
+        EngineSpec("datafusion", "datafusion_engine", requirements=("datafusion==55.0.0", "pyarrow==26.0.1")),
     )
 }
 

@@ -15,9 +15,7 @@ class Engine:
 
     def load(self, tables: dict[str, str]) -> None:
         for name, path in tables.items():
-            self.con.execute(
-                f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}/*.parquet')"
-            )
+            self.con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet('{path}/*.parquet')")
 
     def run(self, sql: str):
         return self.con.sql(sql).to_arrow_table()

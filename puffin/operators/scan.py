@@ -37,6 +37,68 @@ def _partition_expr(schema: pa.Schema, values) -> pc.Expression | None:
     return expr
 
 
+def _lit(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+def parquet_sql(read: ScanRead) -> str:
+    """A DuckDB query reading the units natively (projection and filters pushed into the reader).
+
+    Whole files are read together; a file of which only some row groups belong to this
+    fragment is read with a ``file_row_number`` range, which DuckDB turns into row-group skips.
+    Hive partition values come from ``partition`` (the same the planner saw).
+    """
+    by_file: dict[str, list[ScanUnit]] = {}
+    for u in read.units:
+        by_file.setdefault(u.path, []).append(u)
+    cols = ", ".join('"' + c.replace('"', '""') + '"' for c in read.columns if not _is_partition(read, c))
+    parts = []
+    whole = []
+    for path, units in by_file.items():
+        part_cols = "".join(
+            f", {_value(v)} AS \"{k}\"" for k, v in units[0].partition if k in read.columns
+        )
+        if sum(u.rows for u in units) == units[0].file_rows:
+            whole.append((path, part_cols))
+            continue
+        ranges = _ranges(units)
+        cond = " OR ".join(f"(file_row_number >= {a} AND file_row_number < {b})" for a, b in ranges)
+        parts.append(f"SELECT {cols or 'NULL AS __none'}{part_cols} FROM read_parquet({_lit(path)}, file_row_number=true) WHERE {cond}")
+    groups: dict[str, list[str]] = {}
+    for path, part_cols in whole:
+        groups.setdefault(part_cols, []).append(path)
+    for part_cols, paths in groups.items():
+        files = "[" + ", ".join(_lit(p) for p in paths) + "]"
+        parts.append(f"SELECT {cols or 'NULL AS __none'}{part_cols} FROM read_parquet({files})")
+    if not parts:
+        fields = ", ".join(f"NULL AS \"{c}\"" for c in read.columns)
+        return f"SELECT {fields} WHERE false"
+    return " UNION ALL ".join(parts)
+
+
+def _is_partition(read: ScanRead, column: str) -> bool:
+    return any(column == k for u in read.units[:1] for k, _ in u.partition)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, str):
+        return _lit(v)
+    if v is None:
+        return "NULL"
+    return repr(v)
+
+
+def _ranges(units: list[ScanUnit]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for u in sorted(units, key=lambda u: u.first_row):
+        a, b = u.first_row, u.first_row + u.rows
+        if out and out[-1][1] == a:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
 def read_scan(read: ScanRead, table: pa.Table | None = None) -> pa.Table:
     schema = read.schema
     columns = list(read.columns)
