@@ -21,6 +21,7 @@ _HEADER = re.compile(r"^\s*stage\s+#?(\d+)\b(.*)$", re.IGNORECASE)
 _TASKS = re.compile(r"\[(\d+)\s+tasks?\]|\btasks?\s*[=:]\s*(\d+)|\b(\d+)\s+tasks?\b", re.IGNORECASE)
 _ROWS_OUT = re.compile(r"\brows\b[^|]*?\bout\s*[=:]\s*(\d+)|\brows\s*[=:]\s*(\d+)", re.IGNORECASE)
 _BYTES = re.compile(r"\bbytes(?:[ _]out)?\s*[=:]\s*([\d.]+)\s*([KMGT]i?B|B)?", re.IGNORECASE)
+_WORKERS = re.compile(r"\bworkers\s*[=:]\s*(\d+)", re.IGNORECASE)
 _TIME_MS = re.compile(r"\btotal\s*[=:]\s*([\d.]+)\s*ms", re.IGNORECASE)
 _OUTPUT = re.compile(r"->\s*([^|]*)")
 _UNITS = {
@@ -53,6 +54,7 @@ def parse_stages(text: str) -> list[dict]:
         size = _BYTES.search(rest)
         output = _OUTPUT.search(rest)
         time_ms = _TIME_MS.search(rest)
+        workers = _WORKERS.search(rest)
         stages.append(
             {
                 "stage": int(header.group(1)),
@@ -61,6 +63,7 @@ def parse_stages(text: str) -> list[dict]:
                 "rows_out": _first_int(_ROWS_OUT.search(rest)),
                 "bytes_out": (int(float(size.group(1)) * _UNITS[(size.group(2) or "B").upper()]) if size else None),
                 "task_time_ms": float(time_ms.group(1)) if time_ms else None,
+                "workers": int(workers.group(1)) if workers else None,
             }
         )
     return stages

@@ -32,8 +32,8 @@ def hash_partition(con, table: pa.Table, keys: tuple[str, ...], n: int) -> list[
         pid = con.sql(f"SELECT (hash({exprs}) % {n})::INTEGER AS p FROM __part_in").fetchnumpy()["p"]
     finally:
         con.unregister("__part_in")
-    pid = np.asarray(pid)
-    order = np.argsort(pid, kind="stable")
+    pid = np.asarray(pid).astype(np.uint16 if n <= 65535 else np.uint32)
+    order = np.argsort(pid, kind="stable")  # radix sort for 16-bit keys: linear time
     counts = np.bincount(pid, minlength=n)
     sorted_table = table.take(pa.array(order))
     out, start = [], 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from puffin.planner.logical import Filter, Join, Plan, and_all, columns_in, conjuncts
+from puffin.planner.logical import Filter, Join, Plan, and_all, col, columns_in, conjuncts
 from puffin.planner.stats import is_equi, rows
 
 
@@ -23,9 +23,57 @@ def _flatten(plan: Plan, leaves: list[Plan], conds: list[exp.Expression]) -> Non
         leaves.append(plan)
 
 
+class _Classes:
+    """Union-find over column names joined by equalities."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        while self.parent.get(x, x) != x:
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        self.parent[ra] = rb
+        return True
+
+
+def _column_pair(c: exp.Expression) -> tuple[str, str] | None:
+    if isinstance(c, exp.EQ) and isinstance(c.this, exp.Column) and isinstance(c.expression, exp.Column):
+        return c.this.name, c.expression.name
+    return None
+
+
+def _implied(conds: list[exp.Expression], cols: list[set[str]]) -> list[exp.Expression]:
+    """Equalities implied by transitivity (a = b AND b = c gives a = c) across inputs."""
+    classes = _Classes()
+    for c in conds:
+        pair = _column_pair(c)
+        if pair:
+            classes.union(*pair)
+    members: dict[str, list[str]] = {}
+    for name in classes.parent:
+        members.setdefault(classes.find(name), []).append(name)
+    have = {frozenset(p) for p in map(_column_pair, conds) if p}
+    owner = {c: i for i, cs in enumerate(cols) for c in cs}
+    extra = []
+    for names in members.values():
+        for i, a in enumerate(sorted(names)):
+            for b in sorted(names)[i + 1:]:
+                if owner.get(a) != owner.get(b) and frozenset((a, b)) not in have:
+                    extra.append(exp.EQ(this=col(a), expression=col(b)))
+    return extra
+
+
 def _greedy(leaves: list[Plan], conds: list[exp.Expression]) -> Plan:
     est = [rows(leaf) for leaf in leaves]
     cols = [set(leaf.schema) for leaf in leaves]
+    conds = conds + _implied(conds, cols)
+    applied = _Classes()
     start = max(range(len(leaves)), key=lambda i: est[i])
     current, joined = leaves[start], set(cols[start])
     remaining = [i for i in range(len(leaves)) if i != start]
@@ -37,6 +85,8 @@ def _greedy(leaves: list[Plan], conds: list[exp.Expression]) -> Plan:
         joined |= cols[pick]
         now = [c for c in pending if columns_in(c) <= joined]
         pending = [c for c in pending if not any(c is n for n in now)]
+        # an equality already implied by those applied so far would only repeat a filter
+        now = [c for c in now if (p := _column_pair(c)) is None or applied.union(*p)]
         cond = and_all(now)
         current = Join(current, leaves[pick], "inner" if cond is not None else "cross", cond)
     rest = and_all(pending)
