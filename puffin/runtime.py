@@ -85,6 +85,23 @@ def _run(fragment: Fragment, layout: tuple[int, ...], n_tables: int, *args: Any)
     return (*parts, metrics)
 
 
+def _pieces(upstream: list[list[ray.ObjectRef]], mode: str, task: int) -> list[ray.ObjectRef]:
+    """The upstream objects task ``task`` of the consuming stage reads."""
+    if mode in ("hash", "range"):
+        return [u[task] for u in upstream]  # partition `task` of every upstream task
+    if mode == "forward":
+        return [upstream[task][0]]  # one-to-one
+    if mode == "sample":
+        return [u[1] for u in upstream]
+    return [u[0] for u in upstream]  # broadcast / gather: everything
+
+
+def _output_count(stage: Stage) -> int:
+    if stage.output.mode in ("hash", "range"):
+        return stage.output.partitions
+    return 2 if stage.output.mode == "sampled" else 1
+
+
 class Executor:
     """Submits every stage's tasks at once; Ray starts each when its inputs exist."""
 
@@ -106,11 +123,10 @@ class Executor:
                     n_tables = len(args)
                     layout = []
                     for ex in stage.inputs:
-                        up = outputs[ex.stage_id]
-                        pieces = [u[i] for u in up] if ex.mode == "hash" else [u[0] for u in up]
+                        pieces = _pieces(outputs[ex.stage_id], ex.mode, i)
                         layout.append(len(pieces))
                         args.extend(pieces)
-                    n_out = stage.output.partitions if stage.output.mode == "hash" else 1
+                    n_out = _output_count(stage)
                     refs = _run.options(num_returns=n_out + 1, num_cpus=1).remote(frag, tuple(layout), n_tables, *args)
                     outs.append(refs[:-1])
                     metric_refs.append(refs[-1])

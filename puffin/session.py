@@ -25,7 +25,7 @@ MAX_DERIVED_PARTITIONS_PER_CPU = 2
 BYTES_PER_PARTITION = 64e6
 
 
-TUNABLES = ("broadcast_bytes", "replicate_bytes", "bytes_per_scan_task")
+TUNABLES = ("broadcast_bytes", "replicate_bytes", "bytes_per_scan_task", "range_sort_rows")
 
 
 class Connection:
@@ -33,7 +33,8 @@ class Connection:
 
     ``config`` tunes the physical planner: ``broadcast_bytes`` (largest estimated join side
     sent whole to every task; 0 forces hash joins), ``replicate_bytes`` (largest source a task
-    reads whole instead of receiving it through an exchange) and ``bytes_per_scan_task``.
+    reads whole instead of receiving it through an exchange), ``bytes_per_scan_task`` and
+    ``range_sort_rows`` (ORDER BY over more estimated rows range-partitions; 0 always does).
     """
 
     def __init__(self, address: str | None = None, target_partitions: int | None = None,

@@ -102,3 +102,13 @@ def test_only_the_runtime_imports_ray():
     grep = subprocess.run(["grep", "-rlE", r"^\s*(import ray|from ray)", "puffin"], capture_output=True,
                           text=True, cwd=root)
     assert grep.stdout.split() == ["puffin/runtime.py"]
+
+
+def test_large_order_by_is_range_partitioned(tpch_dir):
+    from puffin.planner.explain import explain
+
+    sql = "SELECT l_orderkey, l_linenumber FROM lineitem ORDER BY l_orderkey DESC, l_linenumber"
+    text = explain(_plan(tpch_dir, sql, partitions=4, range_sort_rows=0).stages)
+    assert "range x 4" in text and "forward + sample(" in text and "QUANTILE_DISC" in text
+    small = explain(_plan(tpch_dir, sql, partitions=4).stages)  # 60k rows: sort per task, merge
+    assert "range x" not in small and small.count("Sort") == 2

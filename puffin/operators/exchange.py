@@ -32,7 +32,12 @@ def hash_partition(con, table: pa.Table, keys: tuple[str, ...], n: int) -> list[
         pid = con.sql(f"SELECT (hash({exprs}) % {n})::INTEGER AS p FROM __part_in").fetchnumpy()["p"]
     finally:
         con.unregister("__part_in")
-    pid = np.asarray(pid).astype(np.uint16 if n <= 65535 else np.uint32)
+    return split_by(table, np.asarray(pid), n)
+
+
+def split_by(table: pa.Table, pid: np.ndarray, n: int) -> list[pa.Table]:
+    """Rows with partition id i go to table i, keeping their relative order."""
+    pid = pid.astype(np.uint16 if n <= 65535 else np.uint32)
     order = np.argsort(pid, kind="stable")  # radix sort for 16-bit keys: linear time
     counts = np.bincount(pid, minlength=n)
     sorted_table = table.take(pa.array(order))
@@ -41,3 +46,17 @@ def hash_partition(con, table: pa.Table, keys: tuple[str, ...], n: int) -> list[
         out.append(sorted_table.slice(start, int(c)))
         start += int(c)
     return out
+
+
+def range_partition(table: pa.Table, pid_column: str, n: int) -> list[pa.Table]:
+    """Split by a partition-id column the fragment computed (range partitioning) and drop it."""
+    pid = table.column(pid_column).to_numpy(zero_copy_only=False)
+    return split_by(table.drop_columns([pid_column]), pid, n)
+
+
+def sample(table: pa.Table, column: str, size: int = 256) -> pa.Table:
+    """Evenly spaced values of ``column`` (deterministic, so a retried task samples the same)."""
+    if table.num_rows <= size:
+        return table.select([column])
+    idx = np.linspace(0, table.num_rows - 1, size).astype(np.int64)
+    return table.select([column]).take(pa.array(idx))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from puffin.operators.exchange import hash_partition
+from puffin.operators.exchange import hash_partition, range_partition, sample
 from puffin.operators.scan import ScanRead, parquet_sql, read_scan
 
 
@@ -28,7 +28,9 @@ class Fragment:
     sql: str
     scans: tuple[ScanRead, ...] = ()
     inputs: tuple[str, ...] = ()  # exchange input names, in the order their pieces arrive
-    output_mode: str = "result"  # hash | broadcast | gather | result
+    # hash | range (split by a computed partition-id column) | sampled (data + key sample)
+    # | broadcast | gather | result
+    output_mode: str = "result"
     output_keys: tuple[str, ...] = ()
     output_partitions: int = 1
     threads: int = 1
@@ -92,6 +94,10 @@ def run_fragment(
         result = cur.sql(fragment.sql).to_arrow_table()
         if fragment.output_mode == "hash":
             parts = hash_partition(cur, result, fragment.output_keys, fragment.output_partitions)
+        elif fragment.output_mode == "range":
+            parts = range_partition(result, fragment.output_keys[0], fragment.output_partitions)
+        elif fragment.output_mode == "sampled":
+            parts = [result, sample(result, fragment.output_keys[0])]
         else:
             parts = [result]
     finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import sqlglot
 from sqlglot import exp
 
 from puffin.planner.logical import (
@@ -30,7 +31,7 @@ from puffin.planner.logical import (
     col,
     conjuncts,
 )
-from puffin.planner.stats import size
+from puffin.planner.stats import rows, size
 from puffin.sources import ScanUnit
 
 
@@ -43,6 +44,10 @@ class Output:
     def describe(self) -> str:
         if self.mode == "hash":
             return f"hash({', '.join(self.keys)}) x {self.partitions}"
+        if self.mode == "range":
+            return f"range x {self.partitions}"
+        if self.mode == "sampled":
+            return f"forward + sample({self.keys[0]})"
         return self.mode
 
 
@@ -72,6 +77,7 @@ class Settings:
     broadcast_bytes: float = 32e6
     replicate_bytes: float = 16e6
     bytes_per_scan_task: float = 64e6
+    range_sort_rows: float = 2e6  # ORDER BY over more (estimated) rows range-partitions
 
 
 @dataclass(eq=False)
@@ -279,10 +285,38 @@ class PhysicalPlanner:
         return c.with_plan(p.with_children(c.plan))
 
     def visit_sort(self, p: Sort) -> Frag:
+        """ORDER BY: small inputs sort per task and merge in one; large ones range-partition."""
         c = self.visit(p.child)
-        if c.tasks > 1:
-            c = self.exchange(c, "gather")
-        return c.with_plan(p.with_children(c.plan), None)
+        if c.tasks == 1:
+            return c.with_plan(p.with_children(c.plan), None)
+        first = p.keys[0].this
+        if rows(p.child) < self.s.range_sort_rows or self.s.partitions == 1 or not isinstance(first, exp.Column):
+            g = self.exchange(c.with_plan(Sort(c.plan, p.keys)), "gather")
+            return g.with_plan(p.with_children(g.plan), None)
+        return self._range_sort(c, p, first.name)
+
+    def _range_sort(self, c: Frag, p: Sort, key: str) -> Frag:
+        """Sample the first sort key, cut it at quantiles, send each row to its range, sort
+        each range in its own task; the ranges then concatenate in order."""
+        n = self.s.partitions
+        source = self.cut(c, Output("sampled", (key,), 2))
+        data = Exchange(source.id, "forward", c.plan.schema)
+        sampled = Exchange(source.id, "sample", (key,))
+        fractions = ", ".join(f"{i / n!r}" for i in range(1, n))
+        quantiles = sqlglot.parse_one(f'quantile_disc("{key}", [{fractions}])', read="duckdb")
+        bounds_plan = Aggregate(sampled, (), (("__bounds", quantiles),))
+        bounds = Exchange(self.cut(Frag(bounds_plan, 1, None, [], [sampled]), Output("broadcast")).id,
+                          "broadcast", ("__bounds",))
+        ordered = p.keys[0]
+        below = f'len(list_filter(coalesce("__bounds", []), x -> x < "{key}"))'
+        pid = below if not ordered.args.get("desc") else f"{n - 1} - {below}"
+        null_pid = 0 if ordered.args.get("nulls_first") else n - 1
+        pid_sql = f'CASE WHEN "{key}" IS NULL THEN {null_pid} ELSE {pid} END'
+        tagged = Project(Join(data, bounds, "cross"), tuple((name, col(name)) for name in data.names)
+                         + (("__pid", sqlglot.parse_one(pid_sql, read="duckdb")),))
+        split = self.cut(Frag(tagged, c.tasks, None, [], [data, bounds]), Output("range", ("__pid",), n))
+        ranges = Exchange(split.id, "range", data.names)
+        return Frag(Sort(ranges, p.keys), n, None, [], [ranges])
 
     def visit_limit(self, p: Limit) -> Frag:
         child = p.child

@@ -57,3 +57,6 @@ SELECT e.name, s.amount FROM emp e, sales s WHERE e.id = s.emp_id AND s.amount >
 SELECT name FROM emp WHERE title IN ('eng', 'mgr') OR bonus IS NULL;
 SELECT * FROM emp WHERE dept_id IS NULL;
 SELECT * EXCLUDE (bonus) FROM emp WHERE id < 3;
+SELECT k, v FROM nums ORDER BY k DESC, v;
+SELECT name, bonus FROM emp ORDER BY bonus DESC NULLS FIRST, name;
+SELECT title, name FROM emp ORDER BY title, salary DESC;

@@ -58,7 +58,9 @@ def oracle():
 @pytest.fixture(scope="module", params=[1, 4], ids=["p1", "p4"])
 def con(request, local_ray):
     n = request.param
-    c = puffin.connect(target_partitions=n, config={"broadcast_bytes": 0, "replicate_bytes": 0} if n > 1 else None)
+    # with several partitions: no broadcast, no replicated scans, every ORDER BY range-partitioned
+    forced = {"broadcast_bytes": 0, "replicate_bytes": 0, "range_sort_rows": 0}
+    c = puffin.connect(target_partitions=n, config=forced if n > 1 else None)
     for name, t in _tables().items():
         # split in-memory tables so scans have several units
         c.register(name, t)
