@@ -21,8 +21,8 @@ from puffin.planner.fragments import make_fragments
 from puffin.planner.parse import split_explain
 from puffin.result import Result
 
-MAX_DERIVED_PARTITIONS_PER_CPU = 2
-BYTES_PER_PARTITION = 64e6
+SMALL_INPUT_BYTES = 64e6  # below this the whole query is one partition (the fast path)
+BYTES_PER_PARTITION = 1e9  # above one partition per CPU, one more per this many input bytes
 
 
 TUNABLES = ("broadcast_bytes", "replicate_bytes", "bytes_per_scan_task", "range_sort_rows")
@@ -92,7 +92,7 @@ class Connection:
         if self.target_partitions:
             return Settings(self.target_partitions, True, cpus, **self.config)
         biggest = max((s.bytes for s in used.values()), default=0)
-        n = max(1, min(math.ceil(biggest / BYTES_PER_PARTITION), MAX_DERIVED_PARTITIONS_PER_CPU * cpus))
+        n = 1 if biggest < SMALL_INPUT_BYTES else max(cpus, math.ceil(biggest / BYTES_PER_PARTITION))
         return Settings(n, False, cpus, **self.config)
 
     def sql(self, query: str, dialect: str = "duckdb") -> Result:

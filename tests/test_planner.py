@@ -112,3 +112,11 @@ def test_large_order_by_is_range_partitioned(tpch_dir):
     assert "range x 4" in text and "forward + sample(" in text and "QUANTILE_DISC" in text
     small = explain(_plan(tpch_dir, sql, partitions=4).stages)  # 60k rows: sort per task, merge
     assert "range x" not in small and small.count("Sort") == 2
+
+
+def test_exists_with_an_inequality_becomes_semi_and_anti_joins(tpch_dir):
+    qp = _plan(tpch_dir, tpch_query(21))
+    kinds = sorted(j.kind for j in walk(qp.logical) if isinstance(j, Join))
+    assert "semi" in kinds and "anti" in kinds
+    text = " ".join(str(j.condition) for j in walk(qp.logical) if isinstance(j, Join) and j.kind in ("semi", "anti"))
+    assert "<>" in text and "ARRAY" not in text.upper()

@@ -19,11 +19,16 @@ from collections.abc import Callable
 import duckdb
 from sqlglot import exp
 from sqlglot.errors import OptimizeError, SqlglotError
+from sqlglot.optimizer import RULES as SQLGLOT_RULES
 from sqlglot.optimizer import optimize
+from sqlglot.optimizer.qualify import qualify
 
 from puffin.errors import BindError, NotSupportedError, TypeCheckError
+from puffin.planner.rules.exists_to_semijoin import exists_to_semijoin
 from puffin.sources import Source
 
+# sqlglot's rules, with correlated EXISTS turned into semi/anti joins once columns are qualified
+AST_RULES = (qualify, exists_to_semijoin) + tuple(r for r in SQLGLOT_RULES if r is not qualify)
 FileResolver = Callable[[str | list[str], str | None, dict], Source]
 READERS = {"read_parquet": "parquet", "parquet_scan": "parquet", "read_csv": "csv",
            "read_csv_auto": "csv", "read_json": "json", "read_json_auto": "json",
@@ -83,7 +88,7 @@ class Binder:
         self._validate(original_sql if as_written else stmt.sql(dialect="duckdb"), original_sql)
         schema = {name: self._column_types(src) for name, src in self.used.items()}
         try:
-            return optimize(stmt, schema=schema, dialect="duckdb")
+            return optimize(stmt, schema=schema, dialect="duckdb", rules=AST_RULES)
         except OptimizeError as e:
             raise BindError(f"cannot resolve the query: {e}") from None
         except SqlglotError as e:

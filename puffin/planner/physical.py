@@ -194,8 +194,10 @@ class PhysicalPlanner:
         units = len(scan.source.units)
         if self.s.fixed:
             return max(1, min(units, self.s.partitions))
+        # one task per CPU is enough parallelism; more only when each would read too much
         want = math.ceil(scan.source.bytes / self.s.bytes_per_scan_task)
-        return max(1, min(units, want, 4 * self.s.cpus))
+        enough = max(self.s.cpus, math.ceil(scan.source.bytes / (8 * self.s.bytes_per_scan_task)))
+        return max(1, min(units, want, enough))
 
     # -- operators ---------------------------------------------------------------------------
     def visit(self, p: Plan) -> Frag:

@@ -60,3 +60,6 @@ SELECT * EXCLUDE (bonus) FROM emp WHERE id < 3;
 SELECT k, v FROM nums ORDER BY k DESC, v;
 SELECT name, bonus FROM emp ORDER BY bonus DESC NULLS FIRST, name;
 SELECT title, name FROM emp ORDER BY title, salary DESC;
+SELECT name FROM emp e WHERE EXISTS (SELECT 1 FROM emp e2 WHERE e2.dept_id = e.dept_id AND e2.salary > e.salary);
+SELECT name FROM emp e WHERE NOT EXISTS (SELECT 1 FROM emp e2 WHERE e2.dept_id = e.dept_id AND e2.name <> e.name);
+SELECT e.name FROM emp e JOIN dept d ON e.dept_id = d.id WHERE NOT EXISTS (SELECT 1 FROM sales s WHERE s.emp_id = e.id AND s.amount > d.budget / 10000);
