@@ -76,7 +76,7 @@ def _run(fragment: Fragment, layout: tuple[int, ...], n_tables: int, *args: Any)
         pos += count
     try:
         parts, metrics = run_fragment(fragment, inputs, tables)
-    except Exception as e:  # keep the remote cause, name the stage
+    except Exception as e:  # noqa: BLE001 - any failure of a fragment: name the stage, keep the cause
         raise ExecutionError(
             f"stage {fragment.stage_id} task {fragment.task} failed: {type(e).__name__}: {e}",
             fragment.stage_id,

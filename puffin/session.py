@@ -20,6 +20,7 @@ from puffin.planner.explain import explain
 from puffin.planner.fragments import make_fragments
 from puffin.planner.parse import split_explain
 from puffin.result import Result
+from puffin.storage import S3Config
 
 SMALL_INPUT_BYTES = 64e6  # below this the whole query is one partition (the fast path)
 BYTES_PER_PARTITION = 1e9  # above one partition per CPU, one more per this many input bytes
@@ -38,13 +39,15 @@ class Connection:
     """
 
     def __init__(self, address: str | None = None, target_partitions: int | None = None,
-                 num_cpus: int | None = None, config: dict[str, float] | None = None):
+                 num_cpus: int | None = None, config: dict[str, float] | None = None,
+                 s3: dict[str, Any] | None = None):
         if target_partitions is not None and (not isinstance(target_partitions, int) or target_partitions < 1):
             raise PuffinError("target_partitions must be a positive integer")
         unknown = set(config or {}) - set(TUNABLES)
         if unknown:
             raise PuffinError(f"unknown config {sorted(unknown)}; valid: {', '.join(TUNABLES)}")
         self.config = dict(config or {})
+        self._s3 = S3Config.resolve(s3)  # environment + overrides, resolved once, on the driver
         self.target_partitions = target_partitions
         self._address = address
         self._num_cpus = num_cpus
@@ -60,7 +63,7 @@ class Connection:
         if not name or not isinstance(name, str):
             raise BindError("a table needs a non-empty name")
         if isinstance(obj, str) or hasattr(obj, "__fspath__"):
-            src = sources.from_path(name, str(obj), format, options)
+            src = sources.from_path(name, str(obj), format, options, self._s3)
         else:
             src = sources.from_object(name, obj)
         self._tables[name.lower()] = src
@@ -76,7 +79,7 @@ class Connection:
         key = (tuple(location) if isinstance(location, list) else location, kind, tuple(sorted(options.items())))
         if key not in self._files:
             name = location if isinstance(location, str) else ",".join(location)
-            self._files[key] = sources.from_path(name, location, kind, options)
+            self._files[key] = sources.from_path(name, location, kind, options, self._s3)
         return self._files[key]
 
     # -- queries -----------------------------------------------------------------------------
@@ -133,9 +136,14 @@ _default: Connection | None = None
 
 
 def connect(address: str | None = None, target_partitions: int | None = None,
-            num_cpus: int | None = None, config: dict[str, float] | None = None) -> Connection:
-    """A new session on the Ray cluster at ``address`` (or RAY_ADDRESS), else a local Ray."""
-    return Connection(address, target_partitions, num_cpus, config)
+            num_cpus: int | None = None, config: dict[str, float] | None = None,
+            s3: dict[str, Any] | None = None) -> Connection:
+    """A new session on the Ray cluster at ``address`` (or RAY_ADDRESS), else a local Ray.
+
+    ``s3`` overrides the AWS environment for s3:// paths: endpoint_url, region,
+    access_key_id, secret_access_key, session_token, profile, max_attempts.
+    """
+    return Connection(address, target_partitions, num_cpus, config, s3)
 
 
 def default_connection() -> Connection:

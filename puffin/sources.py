@@ -8,6 +8,7 @@ them (``puffin.operators.scan``).
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import itertools
 import os
@@ -16,8 +17,10 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 
-from puffin.errors import BindError, NotSupportedError
+from puffin.errors import BindError, NotSupportedError, PuffinError
+from puffin.storage import S3Config, is_s3, s3_filesystem, storage_error, strip_scheme
 
 FORMATS = {
     ".parquet": "parquet",
@@ -60,6 +63,7 @@ class Source:
     options: tuple[tuple[str, Any], ...] = ()
     source_id: int = field(default_factory=lambda: next(_source_ids))
     table: pa.Table | None = field(default=None, compare=False, repr=False)
+    storage: S3Config | None = field(default=None, repr=False)  # None: local files
 
     @property
     def rows(self) -> int:
@@ -133,6 +137,22 @@ def _list_files(location: str) -> tuple[list[str], bool]:
     return [], False
 
 
+def _list_s3(location: str, fs: pafs.S3FileSystem) -> tuple[list[str], bool, str]:
+    """Objects under an s3:// URL (a key, a prefix or a glob): (paths, is_prefix, base)."""
+    path = strip_scheme(location)
+    if any(ch in path for ch in "*?["):
+        base = path[: min(path.find(ch) for ch in "*?[" if ch in path)].rsplit("/", 1)[0]
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, path)), False, base
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.File:
+        return [path], False, path
+    infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), recursive=True, allow_not_found=True))
+    names = [i.path for i in infos if i.type == pafs.FileType.File]
+    keep = [p for p in names if not os.path.basename(p).startswith((".", "_"))]
+    return sorted(keep), True, path.rstrip("/")
+
+
 def _file_format(kind: str, options: dict[str, Any]) -> ds.FileFormat:
     if kind == "parquet":
         return ds.ParquetFileFormat()
@@ -152,12 +172,32 @@ def file_format(source: Source) -> ds.FileFormat:
 
 
 def from_path(
-    name: str, location: str | list[str], fmt: str | None = None, options: dict[str, Any] | None = None
+    name: str,
+    location: str | list[str],
+    fmt: str | None = None,
+    options: dict[str, Any] | None = None,
+    s3: S3Config | None = None,
 ) -> Source:
+    """A file source; ``s3`` is used for s3:// locations (resolved from the environment if None)."""
+    locations = location if isinstance(location, list) else [location]
+    if any(is_s3(loc) for loc in locations):
+        s3 = s3 or S3Config.resolve()
+        try:
+            return _from_files(name, location, fmt, options, s3, s3_filesystem(s3))
+        except OSError as e:
+            raise storage_error(e, ", ".join(locations), s3) from None
+    return _from_files(name, location, fmt, options, None, None)
+
+
+def _from_files(name, location, fmt, options, s3, fs) -> Source:
     options = dict(options or {})
+    base = None
     if isinstance(location, list):
-        files = [f for loc in location for f in _list_files(loc)[0]]
+        listed = [(_list_s3(loc, fs) if fs else (*_list_files(loc), None)) for loc in location]
+        files = [f for entry in listed for f in entry[0]]
         is_dir, location = False, ",".join(location)
+    elif fs is not None:
+        files, is_dir, base = _list_s3(location, fs)
     else:
         files, is_dir = _list_files(location)
     if not files:
@@ -165,13 +205,18 @@ def from_path(
     kind = _format_of(files, fmt)
     hive = options.pop("hive_partitioning", is_dir)
     try:
-        dataset = ds.dataset(
-            files if not is_dir else location,
-            format=_file_format(kind, options),
-            partitioning="hive" if hive else None,
-        )
-    except (pa.ArrowInvalid, OSError) as e:
+        if is_dir and hive:
+            partitioning = ds.HivePartitioning.discover(infer_dictionary=False)
+            dataset = ds.dataset(files, format=_file_format(kind, options), filesystem=fs,
+                                 partitioning=partitioning, partition_base_dir=base or location)
+        else:
+            dataset = ds.dataset(files, format=_file_format(kind, options), filesystem=fs)
+    except pa.ArrowInvalid as e:
         raise BindError(f"cannot read {kind} files at {location!r}: {e}") from e
+    except OSError as e:
+        if fs is not None:
+            raise
+        raise PuffinError(f"cannot read {kind} files at {location!r}: {e}") from e
     units: list[ScanUnit] = []
     for frag in dataset.get_fragments():
         part = tuple(sorted(ds.get_partition_keys(frag.partition_expression).items()))
@@ -184,6 +229,6 @@ def from_path(
                                       first_row=first, file_rows=meta.num_rows))
                 first += rg.num_rows
         else:
-            size = os.path.getsize(frag.path)
+            size = fs.get_file_info(frag.path).size if fs else os.path.getsize(frag.path)
             units.append(ScanUnit(max(1, size // 100), size, frag.path, None, partition=part))
-    return Source(name, kind, dataset.schema, tuple(units), location, tuple(options.items()))
+    return Source(name, kind, dataset.schema, tuple(units), location, tuple(options.items()), storage=s3)

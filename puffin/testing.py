@@ -24,11 +24,11 @@ def _same(a, b) -> bool:
     a, b = _norm(a), _norm(b)
     if a is None or b is None:
         return a is None and b is None
-    if isinstance(a, float) or isinstance(b, float):
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            if math.isnan(a) and math.isnan(b):
-                return True
-            return abs(a - b) <= REL_TOL * abs(b) + ABS_TOL
+    numbers = isinstance(a, (int, float)) and isinstance(b, (int, float))
+    if numbers and (isinstance(a, float) or isinstance(b, float)):
+        if math.isnan(a) and math.isnan(b):
+            return True
+        return abs(a - b) <= REL_TOL * abs(b) + ABS_TOL
     return a == b
 
 

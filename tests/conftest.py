@@ -15,7 +15,7 @@ import ray
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from puffin.demo import TABLES, generate_tpch  # noqa: E402
+from puffin.demo import TABLES, generate_tpch
 
 SHARED = os.environ.get(
     "PUFFIN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared")

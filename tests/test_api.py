@@ -26,8 +26,7 @@ def files(tmp_path_factory):
     pq.write_table(t.slice(2), d / "part-1.parquet", row_group_size=1)
     t.to_pandas().to_csv(d / "sales.csv", index=False)
     with open(d / "sales.json", "w") as f:
-        for row in t.to_pylist():
-            f.write(json.dumps(row) + "\n")
+        f.writelines(json.dumps(row) + "\n" for row in t.to_pylist())
     for year, vals in ((2023, [10, 20]), (2024, [30])):
         p = d / "hive" / f"year={year}"
         p.mkdir(parents=True)

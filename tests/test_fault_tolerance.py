@@ -11,8 +11,8 @@ import pytest
 import puffin
 from puffin import runtime
 from puffin.demo import register_tpch
-from tests.conftest import tpch_query
 from puffin.testing import assert_same_result
+from tests.conftest import tpch_query
 
 
 @pytest.fixture

@@ -76,7 +76,7 @@ def run_fragment(
         if fragment.memory_limit:
             cur.execute(f"SET memory_limit = '{fragment.memory_limit // (1 << 20)}MB'")
         for read in fragment.scans:
-            if read.kind == "parquet":  # DuckDB reads Parquet itself: filters reach row groups
+            if read.native:  # DuckDB reads local Parquet itself: filters reach row groups
                 cur.execute(f'CREATE OR REPLACE TEMP VIEW "{read.name}" AS {parquet_sql(read)}')
                 metrics.rows_in += sum(u.rows for u in read.units)
                 metrics.bytes_in += sum(u.bytes for u in read.units)

@@ -6,7 +6,7 @@ columns filled from the path); CSV and JSON units are whole files; in-memory sou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
 from puffin.sources import ScanUnit, _file_format
+from puffin.storage import S3Config, s3_filesystem, storage_error
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class ScanRead:
     units: tuple[ScanUnit, ...]
     options: tuple[tuple[str, Any], ...] = ()
     source_id: int = -1  # in-memory sources: which table the runtime passes in
+    storage: S3Config | None = field(default=None, repr=False)  # object store; None: local files
+
+    @property
+    def native(self) -> bool:
+        """DuckDB reads it itself: local Parquet (no httpfs here for object stores)."""
+        return self.kind == "parquet" and self.storage is None
 
 
 def _partition_expr(schema: pa.Schema, values) -> pc.Expression | None:
@@ -108,7 +115,7 @@ def read_scan(read: ScanRead, table: pa.Table | None = None) -> pa.Table:
         pieces = [table.slice(u.offset, u.length).select(columns) for u in read.units]
         return pa.concat_tables(pieces) if pieces else out_schema.empty_table()
     fmt = _file_format(read.kind, dict(read.options))
-    fs = pafs.LocalFileSystem()
+    fs = s3_filesystem(read.storage) if read.storage else pafs.LocalFileSystem()
     tables = []
     for unit in read.units:
         kwargs = {}
@@ -117,8 +124,13 @@ def read_scan(read: ScanRead, table: pa.Table | None = None) -> pa.Table:
         part = _partition_expr(schema, unit.partition)
         if part is not None:
             kwargs["partition_expression"] = part
-        frag = fmt.make_fragment(unit.path, filesystem=fs, **kwargs)
-        tables.append(frag.to_table(schema=schema, columns=columns))
+        try:
+            frag = fmt.make_fragment(unit.path, filesystem=fs, **kwargs)
+            tables.append(frag.to_table(schema=schema, columns=columns))
+        except OSError as e:
+            if read.storage is None:
+                raise
+            raise storage_error(e, f"s3://{unit.path}", read.storage) from None
     if not tables:
         return out_schema.empty_table()
     return pa.concat_tables(tables)

@@ -26,6 +26,7 @@ def make_fragments(stage: Stage, cpus: int, memory_per_cpu: int | None) -> list[
                 s.per_task[task],
                 s.scan.source.options,
                 s.scan.source.source_id,
+                s.scan.source.storage,
             )
             for s in stage.scans
         )

@@ -8,8 +8,8 @@ import pytest
 
 import puffin
 from puffin.demo import register_tpch
-from tests.conftest import tpch_query
 from puffin.testing import assert_same_result
+from tests.conftest import tpch_query
 
 SHUFFLE_EVERYTHING = {"broadcast_bytes": 0, "replicate_bytes": 0}
 

@@ -55,6 +55,13 @@ def _aliases(sel: exp.Select) -> set[str]:
     return out
 
 
+def _realias(cond: exp.Expression, old: str, new: str) -> exp.Expression:
+    def fn(n: exp.Expression) -> exp.Expression:
+        return exp.column(n.name, new, quoted=True) if isinstance(n, exp.Column) and n.table == old else n
+
+    return cond.transform(fn)
+
+
 def _rewrite_select(sel: exp.Select) -> None:
     where = sel.args.get("where")
     if where is None or sel.args.get("from_") is None:
@@ -74,9 +81,7 @@ def _rewrite_select(sel: exp.Select) -> None:
         inner = table.alias_or_name
         if inner in _aliases(sel):
             fresh = f"_semi{next(_names)}"
-            cond = cond.transform(
-                lambda n: exp.column(n.name, fresh, quoted=True) if isinstance(n, exp.Column) and n.table == inner else n
-            )
+            cond = _realias(cond, inner, fresh)
             table.set("alias", exp.TableAlias(this=exp.to_identifier(fresh, quoted=True)))
         joins.append(exp.Join(this=table, kind="ANTI" if negated else "SEMI", on=cond))
     if not joins:
