@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from puffin import sources
 from puffin.errors import BindError, PuffinError
+from puffin.iceberg import Catalogs
 from puffin.planner import Binder, Settings, plan_query
 from puffin.planner.explain import explain
 from puffin.planner.fragments import make_fragments
@@ -40,7 +41,8 @@ class Connection:
 
     def __init__(self, address: str | None = None, target_partitions: int | None = None,
                  num_cpus: int | None = None, config: dict[str, float] | None = None,
-                 s3: dict[str, Any] | None = None):
+                 s3: dict[str, Any] | None = None, catalogs: dict[str, dict] | None = None,
+                 default_catalog: str | None = None):
         if target_partitions is not None and (not isinstance(target_partitions, int) or target_partitions < 1):
             raise PuffinError("target_partitions must be a positive integer")
         unknown = set(config or {}) - set(TUNABLES)
@@ -53,7 +55,8 @@ class Connection:
         self._num_cpus = num_cpus
         self._tables: dict[str, sources.Source] = {}
         self._files: dict[tuple, sources.Source] = {}
-        self._binder = Binder(self._tables, self._resolve_files)
+        self._catalogs = Catalogs(catalogs, self._s3, default_catalog)
+        self._binder = Binder(self._tables, self._resolve_files, self._catalogs.resolve)
         self._executor = None
         self._lock = threading.Lock()
 
@@ -137,13 +140,17 @@ _default: Connection | None = None
 
 def connect(address: str | None = None, target_partitions: int | None = None,
             num_cpus: int | None = None, config: dict[str, float] | None = None,
-            s3: dict[str, Any] | None = None) -> Connection:
+            s3: dict[str, Any] | None = None, catalogs: dict[str, dict] | None = None,
+            default_catalog: str | None = None) -> Connection:
     """A new session on the Ray cluster at ``address`` (or RAY_ADDRESS), else a local Ray.
 
     ``s3`` overrides the AWS environment for s3:// paths: endpoint_url, region,
     access_key_id, secret_access_key, session_token, profile, max_attempts.
+    ``catalogs`` names pyiceberg catalogs (``{"lake": {"type": "sql", "uri": ..., "warehouse": ...}}``);
+    names not given there load from pyiceberg's own configuration. ``ns.table`` without a
+    catalog uses ``default_catalog`` (default: the first configured, else "default").
     """
-    return Connection(address, target_partitions, num_cpus, config, s3)
+    return Connection(address, target_partitions, num_cpus, config, s3, catalogs, default_catalog)
 
 
 def default_connection() -> Connection:

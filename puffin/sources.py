@@ -47,6 +47,7 @@ class ScanUnit:
     partition: tuple[tuple[str, Any], ...] = ()  # Hive partition values
     first_row: int = 0  # Parquet: index in the file of the unit's first row
     file_rows: int = 0  # Parquet: rows in the whole file
+    task: Any = field(default=None, compare=False, repr=False)  # Iceberg: pyiceberg FileScanTask
     offset: int = 0  # in-memory sources: slice of the table
     length: int = 0
 
@@ -64,6 +65,7 @@ class Source:
     source_id: int = field(default_factory=lambda: next(_source_ids))
     table: pa.Table | None = field(default=None, compare=False, repr=False)
     storage: S3Config | None = field(default=None, repr=False)  # None: local files
+    iceberg: Any = field(default=None, compare=False, repr=False)  # puffin.iceberg.IcebergTable
 
     @property
     def rows(self) -> int:

@@ -96,3 +96,7 @@ def backend(request, ray_backends):
     """Local Ray, then three Ray nodes on this machine (ray.cluster_utils.Cluster)."""
     ray_backends.use(request.param)
     return request.param
+
+
+# a real S3-compatible server (SeaweedFS) for the object-store and Iceberg tests
+from tests.s3_server import s3_bucket, s3_env, s3_server, s3_tpch  # noqa: F401

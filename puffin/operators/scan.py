@@ -29,6 +29,7 @@ class ScanRead:
     options: tuple[tuple[str, Any], ...] = ()
     source_id: int = -1  # in-memory sources: which table the runtime passes in
     storage: S3Config | None = field(default=None, repr=False)  # object store; None: local files
+    extra: Any = field(default=None, repr=False)  # Iceberg: puffin.iceberg.IcebergRead
 
     @property
     def native(self) -> bool:
@@ -110,6 +111,10 @@ def read_scan(read: ScanRead, table: pa.Table | None = None) -> pa.Table:
     schema = read.schema
     columns = list(read.columns)
     out_schema = pa.schema([schema.field(c) for c in columns])
+    if read.kind == "iceberg":
+        from puffin.operators.iceberg_scan import read_iceberg
+
+        return read_iceberg(read.extra, [u.task for u in read.units], columns, out_schema)
     if read.kind == "arrow":
         assert table is not None, "in-memory scan without its table"
         pieces = [table.slice(u.offset, u.length).select(columns) for u in read.units]

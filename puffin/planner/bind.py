@@ -69,9 +69,11 @@ def _default_alias(path: str) -> str:
 
 
 class Binder:
-    def __init__(self, tables: dict[str, Source], resolve_files: FileResolver):
+    def __init__(self, tables: dict[str, Source], resolve_files: FileResolver,
+                 resolve_catalog: Callable[[exp.Table], Source] | None = None):
         self.tables = tables  # lower-case name -> Source; file sources are added per query
         self.resolve_files = resolve_files
+        self.resolve_catalog = resolve_catalog  # catalog.namespace.table -> Source (Iceberg)
         self.used: dict[str, Source] = {}
         self.output_names: list[str] = []  # as DuckDB names the result columns
         self._swapped = False
@@ -107,7 +109,13 @@ class Binder:
                 continue
             name = table.name
             if table.args.get("db"):
-                raise BindError(f"unknown table {table.sql('duckdb')}: catalogs are not configured")
+                if self.resolve_catalog is None:
+                    raise BindError(f"unknown table {table.sql('duckdb')}: no catalogs are configured")
+                src = self.resolve_catalog(table)
+                self._swap(table, src, alias or name.split("$")[0])
+                continue
+            if table.args.get("version") is not None or table.args.get("when") is not None:
+                raise NotSupportedError(f"time travel on '{name}': only Iceberg tables have snapshots")
             if name.lower() in ctes:
                 continue
             if name.lower() in self.tables:
@@ -127,7 +135,7 @@ class Binder:
         return stmt
 
     def _swap(self, table: exp.Table, src: Source, alias: str) -> None:
-        name = f"__file_{src.source_id}"
+        name = f"__src_{src.source_id}"
         self.used[name] = src
         self._swapped = True
         new = exp.Table(this=exp.to_identifier(name, quoted=True))
@@ -165,7 +173,7 @@ class Binder:
         if m:
             valid = []
             for name, src in self.used.items():
-                alias = name if not name.startswith("__file_") else src.location
+                alias = name if not name.startswith("__src_") else src.name
                 valid += [f"{alias}.{c}" if len(self.used) > 1 else c for c in src.schema.names]
             where = _locate(sql, m.group(1))
             return BindError(f'Column "{m.group(1)}" not found{where}. Valid columns: {", ".join(valid[:60])}')

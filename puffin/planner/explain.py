@@ -76,7 +76,7 @@ def explain(stages: list[Stage], metrics: dict[int, list] | None = None, plannin
     for st in reversed(stages):
         scans = {
             id(s.scan): f"({sum(len(u) for u in s.per_task) if s.split else len(s.per_task[0])} units, "
-            f"{'split' if s.split else 'read whole by each task'})"
+            f"{'split' if s.split else 'read whole by each task'}{'; ' + s.note if s.note else ''})"
             for s in st.scans
         }
         head = f"Stage {st.id} [{st.tasks} task{'s' if st.tasks != 1 else ''}] -> {st.output.describe()}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from puffin.operators.fragment import Fragment
 from puffin.operators.scan import ScanRead
 from puffin.planner.physical import Stage
@@ -12,8 +14,19 @@ def stage_sql(stage: Stage) -> str:
     return to_sql(stage.plan, {id(s.scan): s.name for s in stage.scans})
 
 
+def _extra(scan):
+    """Per-scan reader state: for Iceberg, the snapshot's metadata and the pushed row filter."""
+    ice = scan.source.iceberg
+    if ice is None:
+        return None
+    from puffin.iceberg import to_row_filter
+
+    return dataclasses.replace(ice.read, row_filter=to_row_filter(scan.filters, scan.alias))
+
+
 def make_fragments(stage: Stage, cpus: int, memory_per_cpu: int | None) -> list[Fragment]:
     sql = stage_sql(stage)
+    extras = [_extra(s.scan) for s in stage.scans]
     threads = max(1, cpus // max(1, stage.tasks))
     out = []
     for task in range(stage.tasks):
@@ -27,8 +40,9 @@ def make_fragments(stage: Stage, cpus: int, memory_per_cpu: int | None) -> list[
                 s.scan.source.options,
                 s.scan.source.source_id,
                 s.scan.source.storage,
+                extra,
             )
-            for s in stage.scans
+            for s, extra in zip(stage.scans, extras)
         )
         out.append(
             Fragment(

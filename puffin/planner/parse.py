@@ -11,6 +11,7 @@ from sqlglot.errors import ParseError, TokenError
 from puffin.errors import NotSupportedError, SqlSyntaxError
 
 EXPLAIN = re.compile(r"^\s*EXPLAIN(\s+ANALYZE)?\s+", re.IGNORECASE)
+SYSTEM_VERSION = re.compile(r"\bFOR\s+SYSTEM_VERSION\s+AS\s+OF\b", re.IGNORECASE)  # SQL:2011 spelling
 
 
 def _caret(sql: str, line: int, col: int, width: int) -> str:
@@ -29,6 +30,7 @@ def split_explain(sql: str) -> tuple[str, str | None]:
 
 
 def parse(sql: str, dialect: str = "duckdb") -> exp.Expression:
+    sql = SYSTEM_VERSION.sub("FOR VERSION AS OF", sql)
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except ParseError as e:

@@ -57,6 +57,7 @@ class ScanInput:
     scan: Scan
     per_task: tuple[tuple[ScanUnit, ...], ...]
     split: bool
+    note: str = ""  # what planning pruned (Iceberg snapshots and files)
 
 
 @dataclass(frozen=True, eq=False)
@@ -151,6 +152,24 @@ class PhysicalPlanner:
     def __init__(self, settings: Settings):
         self.s = settings
         self.stages: list[Stage] = []
+        self._units: dict[int, tuple[tuple[ScanUnit, ...], str]] = {}
+
+    def units(self, scan: Scan) -> tuple[tuple[ScanUnit, ...], str]:
+        """The units a scan reads; Iceberg tables are planned here, with the pushed filters."""
+        if id(scan) not in self._units:
+            ice = scan.source.iceberg
+            if ice is None:
+                self._units[id(scan)] = (scan.source.units, "")
+            else:
+                from puffin.iceberg import to_row_filter
+
+                units = ice.plan(to_row_filter(scan.filters, scan.alias))
+                considered = len(scan.source.units)
+                size_ = sum(u.bytes for u in units)
+                note = (f"snapshot {ice.snapshot_id}: {len(units)} of {considered} files, "
+                        f"{considered - len(units)} pruned, {size_} bytes")
+                self._units[id(scan)] = (units, note)
+        return self._units[id(scan)]
 
     def plan(self, root: Plan) -> list[Stage]:
         f = self.visit(root)
@@ -163,11 +182,11 @@ class PhysicalPlanner:
     def cut(self, f: Frag, output: Output) -> Stage:
         scans = []
         for k, (scan, split) in enumerate(f.scans):
-            units = scan.source.units
+            units, note = self.units(scan)
             per_task = _group_units(units, f.tasks) if split else (units,) * f.tasks
             if split and len(per_task) < f.tasks:
                 per_task = per_task + ((),) * (f.tasks - len(per_task))
-            scans.append(ScanInput(f"scan_{k}", scan, per_task, split))
+            scans.append(ScanInput(f"scan_{k}", scan, per_task, split, note))
         stage = Stage(len(self.stages), f.plan, f.tasks, tuple(scans), tuple(f.inputs), output)
         self.stages.append(stage)
         return stage
@@ -191,7 +210,7 @@ class PhysicalPlanner:
         return Frag(plan, tasks, keys, a.scans + b.scans, a.inputs + b.inputs)
 
     def scan_tasks(self, scan: Scan) -> int:
-        units = len(scan.source.units)
+        units = len(self.units(scan)[0])
         if self.s.fixed:
             return max(1, min(units, self.s.partitions))
         # one task per CPU is enough parallelism; more only when each would read too much

@@ -1,0 +1,262 @@
+"""Apache Iceberg tables through pyiceberg catalogs: names, snapshots and pruned scan planning.
+
+``puffin.connect(catalogs={"lake": {"type": "sql", "uri": ..., "warehouse": ...}})`` names
+catalogs; any other name goes to pyiceberg's own configuration (``.pyiceberg.yaml``,
+``PYICEBERG_CATALOG__<NAME>__...``). ``lake.ns.table`` (or ``ns.table`` in the default catalog)
+resolves to a snapshot; ``FOR VERSION AS OF <id>`` / ``FOR TIMESTAMP AS OF '<ts>'`` (and
+DuckDB's ``AT (VERSION => ...)``) pick an earlier one, and ``table$snapshots`` (history, files,
+manifests, partitions, refs, entries) reads a metadata table. Files are planned by pyiceberg
+with the query's pushed filter, so partitions and files are pruned before any fragment exists;
+reading (``operators/iceberg_scan.py``) resolves columns by field id and applies delete files.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlglot import exp
+
+from puffin import sources
+from puffin.errors import BindError, NotSupportedError, PuffinError
+from puffin.storage import S3Config
+
+METADATA_TABLES = ("snapshots", "history", "files", "manifests", "partitions", "refs", "entries")
+
+
+@dataclass(frozen=True)
+class IcebergRead:
+    """What a fragment needs to read some of a table's file scan tasks (plain, picklable)."""
+
+    metadata: Any = field(repr=False)  # pyiceberg TableMetadata
+    io_properties: dict = field(repr=False)  # may hold credentials: never printed
+    projected_schema: Any = field(repr=False)  # pyiceberg Schema of the snapshot read
+    row_filter: Any = field(repr=False)
+
+
+@dataclass(frozen=True)
+class IcebergTable:
+    """A resolved table at one snapshot."""
+
+    name: str
+    table: Any = field(repr=False)  # pyiceberg Table
+    snapshot_id: int | None
+    read: IcebergRead
+
+    def plan(self, row_filter) -> tuple[sources.ScanUnit, ...]:
+        """Scan units (one per data file, with its delete files) left after pruning."""
+        from pyiceberg.manifest import DataFileContent
+
+        scan = self.table.scan(row_filter=row_filter, snapshot_id=self.snapshot_id)
+        units = []
+        for task in scan.plan_files():
+            kinds = {d.content for d in task.delete_files}
+            if DataFileContent.EQUALITY_DELETES in kinds:
+                raise NotSupportedError(f"Iceberg table {self.name} has equality delete files; "
+                                        "reading them is not supported yet (positional deletes are)")
+            units.append(sources.ScanUnit(rows=task.file.record_count, bytes=task.file.file_size_in_bytes,
+                                          path=task.file.file_path, task=task))
+        return tuple(units)
+
+
+class Catalogs:
+    def __init__(self, config: dict[str, dict] | None, s3: S3Config, default: str | None = None):
+        self._config = {k: dict(v) for k, v in (config or {}).items()}
+        self._s3 = s3
+        self.default = default or (next(iter(self._config)) if self._config else "default")
+        self._loaded: dict[str, Any] = {}
+
+    def catalog(self, name: str):
+        if name in self._loaded:
+            return self._loaded[name]
+        try:
+            from pyiceberg.catalog import load_catalog
+        except ImportError:
+            raise PuffinError("Iceberg tables need pyiceberg: pip install 'puffindb[iceberg]'") from None
+        props = self._with_s3(self._config.get(name, {}))
+        try:
+            cat = load_catalog(name, **props)
+        except Exception as e:  # noqa: BLE001 - pyiceberg raises many kinds for a bad config
+            known = ", ".join(sorted(self._config)) or "(none configured)"
+            raise BindError(f"cannot load Iceberg catalog '{name}' ({type(e).__name__}: {e}); "
+                            f"configured catalogs: {known}") from None
+        self._loaded[name] = cat
+        return cat
+
+    def _with_s3(self, props: dict) -> dict:
+        """Give the catalog's FileIO the connection's S3 settings unless it has its own."""
+        out = dict(props)
+        s3 = self._s3
+        defaults = {"s3.endpoint": s3.endpoint_url, "s3.region": s3.region,
+                    "s3.access-key-id": s3.access_key_id.value if s3.access_key_id else None,
+                    "s3.secret-access-key": s3.secret_access_key.value if s3.secret_access_key else None,
+                    "s3.session-token": s3.session_token.value if s3.session_token else None}
+        for k, v in defaults.items():
+            if v and k not in out:
+                out[k] = v
+        return out
+
+    def resolve(self, table: exp.Table) -> sources.Source:
+        parts = [p for p in (table.catalog, table.db, table.name) if p]
+        catalog_name = parts[0] if len(parts) == 3 else self.default
+        namespace, name = parts[-2], parts[-1]
+        meta = None
+        if "$" in name:
+            name, meta = name.split("$", 1)
+        cat = self.catalog(catalog_name)
+        full = f"{catalog_name}.{namespace}.{name}"
+        try:
+            tbl = cat.load_table((namespace, name))
+        except Exception as e:  # noqa: BLE001 - NoSuchTableError, NoSuchNamespaceError, ...
+            raise BindError(f"Iceberg table '{full}' does not exist ({type(e).__name__}). "
+                            f"Tables in {catalog_name}.{namespace}: {_list(cat, namespace)}") from None
+        if meta is not None:
+            return self._metadata_table(tbl, full, meta)
+        snapshot_id = _snapshot(tbl, full, table)
+        scan = tbl.scan(snapshot_id=snapshot_id)
+        projected = scan.projection()
+        from pyiceberg.expressions import AlwaysTrue
+        from pyiceberg.io.pyarrow import schema_to_pyarrow
+
+        read = IcebergRead(tbl.metadata, dict(tbl.io.properties), projected, AlwaysTrue())
+        handle = IcebergTable(full, tbl, snapshot_id, read)
+        units = handle.plan(AlwaysTrue())
+        schema = schema_to_pyarrow(projected, include_field_ids=False)
+        return sources.Source(full, "iceberg", schema, units, location=tbl.metadata_location,
+                              options=(("snapshot_id", snapshot_id),), iceberg=handle)
+
+    @staticmethod
+    def _metadata_table(tbl, full: str, meta: str) -> sources.Source:
+        if meta not in METADATA_TABLES:
+            raise BindError(f"unknown metadata table '{full}${meta}'; valid: "
+                            + ", ".join(f"${m}" for m in METADATA_TABLES))
+        return sources.from_arrow(f"{full}${meta}", getattr(tbl.inspect, meta)())
+
+
+def _list(cat, namespace: str) -> str:
+    try:
+        return ", ".join(sorted(".".join(t[1:]) for t in cat.list_tables(namespace))) or "(none)"
+    except Exception:  # noqa: BLE001 - the namespace itself may not exist
+        try:
+            return "no such namespace; namespaces: " + ", ".join(".".join(n) for n in cat.list_namespaces())
+        except Exception:  # noqa: BLE001
+            return "(unknown)"
+
+
+def _snapshot(tbl, full: str, table: exp.Table) -> int | None:
+    """The snapshot a FROM item asks for: current, FOR VERSION/TIMESTAMP AS OF, or AT (...)."""
+    version = table.args.get("version")
+    when = table.args.get("when")
+    kind, value = None, None
+    if version is not None:
+        kind, value = str(version.this).upper(), version.expression
+    elif when is not None:
+        kind, value = str(when.args.get("kind")).upper(), when.expression
+    current = tbl.metadata.current_snapshot_id
+    if kind is None:
+        return current
+    if not isinstance(value, exp.Literal):
+        raise NotSupportedError(f"time travel to {value.sql('duckdb')} (use a literal)")
+    snapshots = tbl.metadata.snapshots
+    if kind == "VERSION":
+        sid = int(value.this)
+        if tbl.metadata.snapshot_by_id(sid) is None:
+            ids = [str(s.snapshot_id) for s in snapshots]
+            close = difflib.get_close_matches(str(sid), ids, n=1)
+            raise BindError(f"snapshot {sid} of '{full}' does not exist"
+                            f"{'; did you mean ' + close[0] + '?' if close else ''}; snapshots: {', '.join(ids)}")
+        return sid
+    try:
+        ts = datetime.datetime.fromisoformat(str(value.this))
+    except ValueError:
+        raise BindError(f"cannot read {value.this!r} as a timestamp for time travel on '{full}'") from None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=datetime.timezone.utc)
+    ms = int(ts.timestamp() * 1000)
+    older = [s for s in snapshots if s.timestamp_ms <= ms]
+    if not older:
+        first = min((s.timestamp_ms for s in snapshots), default=None)
+        when_first = datetime.datetime.fromtimestamp(first / 1000, datetime.timezone.utc) if first else None
+        raise BindError(f"'{full}' has no snapshot at or before {ts.isoformat()} (first: {when_first})")
+    return max(older, key=lambda s: s.timestamp_ms).snapshot_id
+
+
+_COMPARE = {exp.EQ: "EqualTo", exp.NEQ: "NotEqualTo", exp.LT: "LessThan", exp.LTE: "LessThanOrEqual",
+            exp.GT: "GreaterThan", exp.GTE: "GreaterThanOrEqual"}
+_FLIP = {exp.LT: exp.GT, exp.GT: exp.LT, exp.LTE: exp.GTE, exp.GTE: exp.LTE, exp.EQ: exp.EQ, exp.NEQ: exp.NEQ}
+
+
+def _value(e: exp.Expression):
+    if isinstance(e, exp.Paren):
+        return _value(e.this)
+    if isinstance(e, exp.Literal):
+        return e.this if e.is_string else (float(e.this) if "." in e.this or "e" in e.this.lower() else int(e.this))
+    if isinstance(e, exp.Boolean):
+        return e.this
+    if isinstance(e, exp.Neg):
+        v = _value(e.this)
+        return -v if isinstance(v, (int, float)) else None
+    if isinstance(e, exp.Cast) and isinstance(e.this, exp.Literal) and e.this.is_string:
+        to = e.to.this.name if hasattr(e.to.this, "name") else str(e.to.this)
+        text = e.this.this
+        try:
+            if to == "DATE":
+                return datetime.date.fromisoformat(text).isoformat()
+            if "TIMESTAMP" in to or "DATETIME" in to:
+                return datetime.datetime.fromisoformat(text).isoformat()  # pyiceberg wants the 'T' form
+        except ValueError:
+            return None
+        return text if to in ("VARCHAR", "TEXT", "CHAR") else None
+    return None
+
+
+def to_row_filter(filters, alias: str):
+    """pyiceberg's expression for the conjuncts it can evaluate; the rest stay in DuckDB."""
+    from pyiceberg import expressions as ie
+
+    prefix = alias + "."
+
+    def column(e):
+        if isinstance(e, exp.Column) and e.name.startswith(prefix) and not e.table:
+            return e.name[len(prefix):]
+        return None
+
+    def convert(e):
+        e = e.unnest()
+        if isinstance(e, exp.And):
+            a, b = convert(e.this), convert(e.expression)
+            return ie.And(a, b) if a is not None and b is not None else a if a is not None else b
+        if isinstance(e, exp.Or):
+            a, b = convert(e.this), convert(e.expression)
+            return ie.Or(a, b) if a is not None and b is not None else None
+        if isinstance(e, exp.Not):
+            inner = convert(e.this)
+            return ie.Not(inner) if inner is not None else None
+        if isinstance(e, exp.Is) and isinstance(e.expression, exp.Null) and column(e.this):
+            return ie.IsNull(column(e.this))
+        if isinstance(e, exp.In) and column(e.this) and not e.args.get("query"):
+            values = [_value(v) for v in e.expressions]
+            return ie.In(column(e.this), values) if all(v is not None for v in values) else None
+        if isinstance(e, exp.Between) and column(e.this):
+            lo, hi = _value(e.args["low"]), _value(e.args["high"])
+            if lo is None or hi is None:
+                return None
+            return ie.And(ie.GreaterThanOrEqual(column(e.this), lo), ie.LessThanOrEqual(column(e.this), hi))
+        kind = type(e)
+        if kind in _COMPARE:
+            left, right = e.this, e.expression
+            if column(right) and not column(left):
+                left, right, kind = right, left, _FLIP[kind]
+            name, value = column(left), _value(right)
+            if name is not None and value is not None:
+                return getattr(ie, _COMPARE[kind])(name, value)
+        return None
+
+    out = None
+    for f in filters:
+        c = convert(f)
+        if c is not None:
+            out = c if out is None else ie.And(out, c)
+    return out if out is not None else ie.AlwaysTrue()

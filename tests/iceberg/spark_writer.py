@@ -1,0 +1,261 @@
+"""Real Apache Iceberg writes for the tests: local Spark 3.5 + Iceberg 1.10 in a subprocess.
+
+Spark shares the Iceberg JDBC catalog on SQLite with pyiceberg's ``SqlCatalog`` (same file,
+same catalog name, ``jdbc.schema-version=V1``), so a table Spark writes (for instance one with
+merge-on-read position delete files) loads in pyiceberg and the other way round.
+
+    reason = spark_available()
+    if reason:
+        pytest.skip(reason)
+    run_spark_sql(
+        ["CREATE TABLE lake.db.t (...) USING iceberg TBLPROPERTIES ('format-version'='2', "
+         "'write.delete.mode'='merge-on-read')", "DELETE FROM lake.db.t WHERE id = 3"],
+        catalog_uri="sqlite:////tmp/x/catalog.db",  # what SqlCatalog(uri=...) was given
+        warehouse="file:///tmp/x/wh",
+    )
+
+Everything it needs is installed by ``scripts/install_spark_iceberg.sh`` (see README.md here).
+Spark runs in a child Python process (the same interpreter), so its JVM never outlives the
+call, and a failure raises ``SparkSQLError`` with the failing statement and the log tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+INSTALL_HINT = "run scripts/install_spark_iceberg.sh"
+CACHE_DIR = Path(
+    os.environ.get("PUFFIN_CACHE_DIR")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "puffin"
+)
+RUNTIME_JAR = Path(os.environ.get("PUFFIN_ICEBERG_SPARK_JAR") or CACHE_DIR / "iceberg-spark-runtime-relocated.jar")
+SQLITE_JDBC_JAR = Path(os.environ.get("PUFFIN_SQLITE_JDBC_JAR") or "/usr/share/java/sqlite-jdbc.jar")
+DEFAULT_TIMEOUT_S = 300
+
+
+class SparkSQLError(RuntimeError):
+    """A Spark statement failed (or Spark did not start); the message carries the log tail."""
+
+
+def _java() -> str | None:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and os.access(os.path.join(java_home, "bin", "java"), os.X_OK):
+        return os.path.join(java_home, "bin", "java")
+    return shutil.which("java")
+
+
+def spark_available() -> str | None:
+    """None when local Spark + Iceberg can run here, else why not (a pytest skip reason)."""
+    if _java() is None:
+        return f"no java on PATH or in JAVA_HOME ({INSTALL_HINT})"
+    try:
+        spark_version = metadata.version("pyspark")
+    except metadata.PackageNotFoundError:
+        return f"pyspark is not installed in {sys.prefix} ({INSTALL_HINT})"
+    if not spark_version.startswith("3.5."):
+        return f"pyspark {spark_version} is installed; the Iceberg 1.10 jars need pyspark 3.5.x ({INSTALL_HINT})"
+    if not RUNTIME_JAR.is_file():
+        return f"relocated Iceberg runtime jar {RUNTIME_JAR} is missing ({INSTALL_HINT})"
+    if not SQLITE_JDBC_JAR.is_file():
+        return f"SQLite JDBC driver {SQLITE_JDBC_JAR} is missing (apt-get install libxerial-sqlite-jdbc-java)"
+    return None
+
+
+def jdbc_uri(catalog_uri: str) -> str:
+    """pyiceberg's SQLAlchemy SQLite URI -> the JDBC URI for the same file.
+
+    ``sqlite:////abs/catalog.db`` -> ``jdbc:sqlite:/abs/catalog.db``; a relative
+    ``sqlite:///catalog.db`` is made absolute; ``jdbc:sqlite:...`` passes through.
+    """
+    if catalog_uri.startswith("jdbc:sqlite:"):
+        return catalog_uri
+    prefix = "sqlite:///"
+    if not catalog_uri.startswith(prefix):
+        raise ValueError(f"expected a file-backed SQLite URI (sqlite:///path), got {catalog_uri!r}")
+    path = catalog_uri[len(prefix) :]
+    if not path or path == ":memory:":
+        raise ValueError("Spark runs in another process: an in-memory SQLite catalog cannot be shared")
+    return "jdbc:sqlite:" + os.path.abspath(path)
+
+
+def spark_conf(
+    catalog_uri: str,
+    warehouse: str,
+    catalog_name: str = "lake",
+    *,
+    s3_endpoint: str | None = None,
+    s3_access_key: str | None = None,
+    s3_secret_key: str | None = None,
+    s3_region: str = "us-east-1",
+) -> dict[str, str]:
+    """The Spark configuration run_spark_sql uses (handy for debugging with pyspark directly)."""
+    cat = f"spark.sql.catalog.{catalog_name}"
+    classpath = os.pathsep.join([str(RUNTIME_JAR), str(SQLITE_JDBC_JAR)])
+    conf = {
+        "spark.master": "local[1]",
+        "spark.app.name": "puffin-iceberg-writer",
+        "spark.driver.memory": "768m",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.sql.shuffle.partitions": "1",
+        "spark.default.parallelism": "1",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.catalogImplementation": "in-memory",  # no Hive metastore, no metastore_db/
+        # On the JVM's own class path (not spark.jars), so java.sql.DriverManager sees the
+        # SQLite driver that Iceberg's JdbcCatalog asks it for.
+        "spark.driver.extraClassPath": classpath,
+        "spark.executor.extraClassPath": classpath,
+        "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        "spark.sql.defaultCatalog": catalog_name,
+        cat: "org.apache.iceberg.spark.SparkCatalog",
+        f"{cat}.catalog-impl": "org.apache.iceberg.jdbc.JdbcCatalog",
+        f"{cat}.uri": jdbc_uri(catalog_uri),
+        f"{cat}.jdbc.schema-version": "V1",  # the schema pyiceberg's SqlCatalog creates and reads
+        f"{cat}.warehouse": warehouse,
+    }
+    if s3_endpoint is not None:
+        # Iceberg's S3FileIO; it needs the AWS SDK v2 (iceberg-aws-bundle) on the class path,
+        # which the PyPI runtime jar does not include -- see README.md.
+        conf.update(
+            {
+                f"{cat}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
+                f"{cat}.s3.endpoint": s3_endpoint,
+                f"{cat}.s3.path-style-access": "true",
+                f"{cat}.s3.access-key-id": s3_access_key or "",
+                f"{cat}.s3.secret-access-key": s3_secret_key or "",
+                f"{cat}.client.region": s3_region,
+            }
+        )
+    return conf
+
+
+# Runs in the child process: reads {"conf": ..., "statements": [...]} as JSON on stdin.
+_DRIVER = r"""
+import json, sys
+job = json.load(sys.stdin)
+from pyspark.sql import SparkSession
+builder = SparkSession.builder
+for k, v in job["conf"].items():
+    builder = builder.config(k, v)
+spark = builder.getOrCreate()
+spark.sparkContext.setLogLevel("WARN")
+try:
+    for i, statement in enumerate(job["statements"]):
+        print(f"@@puffin statement {i}", file=sys.stderr, flush=True)
+        spark.sql(statement).collect()
+finally:
+    spark.stop()
+print("@@puffin done", file=sys.stderr, flush=True)
+"""
+
+
+def run_spark_sql(
+    statements: list[str],
+    catalog_uri: str,
+    warehouse: str,
+    catalog_name: str = "lake",
+    *,
+    s3_endpoint: str | None = None,
+    s3_access_key: str | None = None,
+    s3_secret_key: str | None = None,
+    s3_region: str = "us-east-1",
+    extra_conf: dict[str, str] | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Run Spark SQL statements, in order, against the Iceberg JDBC catalog ``catalog_name``.
+
+    catalog_uri is pyiceberg's ``sqlite:///path`` (or ``jdbc:sqlite:/path``); catalog_name must
+    equal the name pyiceberg's SqlCatalog was given (the catalog_name column both share). It is
+    also Spark's default catalog, so ``db.t`` and ``lake.db.t`` name the same table. Raises
+    SparkSQLError if a statement fails, Spark does not start, or it runs past timeout_s.
+    """
+    reason = spark_available()
+    if reason is not None:
+        raise SparkSQLError(f"local Spark + Iceberg is not available: {reason}")
+    conf = spark_conf(
+        catalog_uri,
+        warehouse,
+        catalog_name,
+        s3_endpoint=s3_endpoint,
+        s3_access_key=s3_access_key,
+        s3_secret_key=s3_secret_key,
+        s3_region=s3_region,
+    )
+    job = {"statements": list(statements), "conf": {**conf, **(extra_conf or {})}}
+    with tempfile.TemporaryDirectory(prefix="puffin-spark-") as work:
+        # Spark's scratch files and any spark-warehouse/derby.log land here, not in the repo.
+        job["conf"].setdefault("spark.local.dir", work)
+        job["conf"].setdefault("spark.sql.warehouse.dir", os.path.join(work, "spark-warehouse"))
+        job["conf"].setdefault("spark.driver.extraJavaOptions", f"-Djava.io.tmpdir={work}")
+        env = dict(os.environ)
+        env.setdefault("PYSPARK_PYTHON", sys.executable)
+        env["SPARK_LOCAL_IP"] = "127.0.0.1"
+        env.pop("SPARK_HOME", None)  # use the pip-installed pyspark's own launcher and jars
+        java = _java()
+        if java and not env.get("JAVA_HOME"):
+            env["JAVA_HOME"] = str(Path(os.path.realpath(java)).parent.parent)
+        if s3_endpoint is not None:
+            # The AWS SDK also reads these; keep them consistent with the catalog properties.
+            env.update(
+                {
+                    "AWS_ACCESS_KEY_ID": s3_access_key or "",
+                    "AWS_SECRET_ACCESS_KEY": s3_secret_key or "",
+                    "AWS_REGION": s3_region,
+                }
+            )
+        # Its own session, so the JVM that pyspark starts under it can be killed with it.
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _DRIVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=work,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            _, stderr = proc.communicate(json.dumps(job), timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            _, stderr = proc.communicate()
+            raise SparkSQLError(f"Spark ran past {timeout_s}s\n{_tail(stderr)}") from None
+        finally:
+            _kill_group(proc)  # nothing of it may outlive the call (normally all gone already)
+    if proc.returncode != 0 or "@@puffin done" not in stderr:
+        failed = _failed_statement(stderr, statements)
+        raise SparkSQLError(
+            f"Spark exited with {proc.returncode}"
+            + (f" on statement: {failed}" if failed else "")
+            + f"\n{_tail(stderr)}"
+        )
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+
+
+def _failed_statement(stderr: str, statements: list[str]) -> str | None:
+    marks = [line for line in stderr.splitlines() if line.startswith("@@puffin statement ")]
+    if not marks:
+        return None
+    return statements[int(marks[-1].rsplit(" ", 1)[1])]
+
+
+def _tail(text: str | None, n: int = 60) -> str:
+    lines = (text or "").splitlines()
+    return "\n".join(lines[-n:])
