@@ -71,13 +71,13 @@ def parquet_sql(read: ScanRead) -> str:
             continue
         ranges = _ranges(units)
         cond = " OR ".join(f"(file_row_number >= {a} AND file_row_number < {b})" for a, b in ranges)
-        parts.append(f"SELECT {cols or 'NULL AS __none'}{part_cols} FROM read_parquet({_lit(path)}, file_row_number=true) WHERE {cond}")
+        parts.append(f"SELECT {cols or 'NULL AS __none'}{part_cols} FROM read_parquet({_lit(path)}, file_row_number=true, hive_partitioning=false) WHERE {cond}")
     groups: dict[str, list[str]] = {}
     for path, part_cols in whole:
         groups.setdefault(part_cols, []).append(path)
     for part_cols, paths in groups.items():
         files = "[" + ", ".join(_lit(p) for p in paths) + "]"
-        parts.append(f"SELECT {cols or 'NULL AS __none'}{part_cols} FROM read_parquet({files})")
+        parts.append(f"SELECT {cols or 'NULL AS __none'}{part_cols} FROM read_parquet({files}, hive_partitioning=false)")
     if not parts:
         fields = ", ".join(f"NULL AS \"{c}\"" for c in read.columns)
         return f"SELECT {fields} WHERE false"

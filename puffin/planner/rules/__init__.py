@@ -10,8 +10,9 @@ from puffin.planner.logical import Plan
 from puffin.planner.rules.prune_columns import prune_columns
 from puffin.planner.rules.pushdown_filters import pushdown_filters
 from puffin.planner.rules.reorder_joins import reorder_joins
+from puffin.planner.rules.semijoin_reduction import semijoin_reduction
 
-RULES = (pushdown_filters, reorder_joins, pushdown_filters, prune_columns)
+RULES = (pushdown_filters, reorder_joins, pushdown_filters, semijoin_reduction, prune_columns)
 
 
 def apply_rules(plan: Plan) -> Plan:
