@@ -119,3 +119,12 @@ def test_exists_with_an_inequality_becomes_semi_and_anti_joins(tpch_dir):
     assert "semi" in kinds and "anti" in kinds
     text = " ".join(str(j.condition) for j in walk(qp.logical) if isinstance(j, Join) and j.kind in ("semi", "anti"))
     assert "<>" in text and "ARRAY" not in text.upper()
+
+
+def test_aggregates_joined_with_a_small_side_are_semi_join_reduced(tpch_dir):
+    qp = _plan(tpch_dir, tpch_query(17))
+    aggs = [n for n in walk(qp.logical) if isinstance(n, Aggregate)]
+    reduced = [a for a in aggs if isinstance(a.child, Join) and a.child.kind == "semi"]
+    assert reduced, "the AVG(l_quantity) GROUP BY l_partkey input was not filtered by part"
+    probe = reduced[0].child.right
+    assert any(isinstance(n, Scan) and n.source.name == "part" for n in walk(probe))

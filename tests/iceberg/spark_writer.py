@@ -34,8 +34,7 @@ from pathlib import Path
 
 INSTALL_HINT = "run scripts/install_spark_iceberg.sh"
 CACHE_DIR = Path(
-    os.environ.get("PUFFIN_CACHE_DIR")
-    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "puffin"
+    os.environ.get("PUFFIN_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "puffin"
 )
 RUNTIME_JAR = Path(os.environ.get("PUFFIN_ICEBERG_SPARK_JAR") or CACHE_DIR / "iceberg-spark-runtime-relocated.jar")
 SQLITE_JDBC_JAR = Path(os.environ.get("PUFFIN_SQLITE_JDBC_JAR") or "/usr/share/java/sqlite-jdbc.jar")
@@ -96,10 +95,11 @@ def spark_conf(
     s3_access_key: str | None = None,
     s3_secret_key: str | None = None,
     s3_region: str = "us-east-1",
+    extra_jars: list[str] | None = None,
 ) -> dict[str, str]:
     """The Spark configuration run_spark_sql uses (handy for debugging with pyspark directly)."""
     cat = f"spark.sql.catalog.{catalog_name}"
-    classpath = os.pathsep.join([str(RUNTIME_JAR), str(SQLITE_JDBC_JAR)])
+    classpath = os.pathsep.join([str(RUNTIME_JAR), str(SQLITE_JDBC_JAR), *(extra_jars or [])])
     conf = {
         "spark.master": "local[1]",
         "spark.app.name": "puffin-iceberg-writer",
@@ -170,6 +170,7 @@ def run_spark_sql(
     s3_access_key: str | None = None,
     s3_secret_key: str | None = None,
     s3_region: str = "us-east-1",
+    extra_jars: list[str] | None = None,
     extra_conf: dict[str, str] | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> None:
@@ -179,6 +180,9 @@ def run_spark_sql(
     equal the name pyiceberg's SqlCatalog was given (the catalog_name column both share). It is
     also Spark's default catalog, so ``db.t`` and ``lake.db.t`` name the same table. Raises
     SparkSQLError if a statement fails, Spark does not start, or it runs past timeout_s.
+    extra_jars go on the JVM class path after the Iceberg runtime and SQLite JDBC jars (e.g. an
+    iceberg-aws-bundle jar, which S3FileIO needs for the s3_* arguments to work); extra_conf
+    entries override the generated Spark configuration.
     """
     reason = spark_available()
     if reason is not None:
@@ -191,6 +195,7 @@ def run_spark_sql(
         s3_access_key=s3_access_key,
         s3_secret_key=s3_secret_key,
         s3_region=s3_region,
+        extra_jars=extra_jars,
     )
     job = {"statements": list(statements), "conf": {**conf, **(extra_conf or {})}}
     with tempfile.TemporaryDirectory(prefix="puffin-spark-") as work:
