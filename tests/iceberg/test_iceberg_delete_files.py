@@ -26,11 +26,11 @@ def spark_lake(tmp_path_factory):
     cat.create_namespace("db")
     run_spark_sql(
         [
-            "CREATE TABLE lake.db.t (id bigint, ts timestamp_ntz, v string) USING iceberg "
-            "PARTITIONED BY (days(ts)) TBLPROPERTIES ('format-version'='2', 'write.delete.mode'='merge-on-read')",
-            "INSERT INTO lake.db.t VALUES (1, TIMESTAMP_NTZ'2024-01-01 10:00:00', 'a'), "
+            ("CREATE TABLE lake.db.t (id bigint, ts timestamp_ntz, v string) USING iceberg "
+            "PARTITIONED BY (days(ts)) TBLPROPERTIES ('format-version'='2', 'write.delete.mode'='merge-on-read')"),
+            ("INSERT INTO lake.db.t VALUES (1, TIMESTAMP_NTZ'2024-01-01 10:00:00', 'a'), "
             "(2, TIMESTAMP_NTZ'2024-01-01 11:00:00', 'b'), (3, TIMESTAMP_NTZ'2024-01-01 12:00:00', 'c'), "
-            "(4, TIMESTAMP_NTZ'2024-01-02 10:00:00', 'd'), (5, TIMESTAMP_NTZ'2024-01-02 11:00:00', 'e')",
+            "(4, TIMESTAMP_NTZ'2024-01-02 10:00:00', 'd'), (5, TIMESTAMP_NTZ'2024-01-02 11:00:00', 'e')"),
             "DELETE FROM lake.db.t WHERE id = 3",
         ],
         catalog_uri=props["uri"],
