@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -16,7 +18,7 @@ import pyarrow as pa
 from puffin import sources
 from puffin.errors import BindError, PuffinError
 from puffin.iceberg import Catalogs
-from puffin.planner import Binder, Settings, plan_query
+from puffin.planner import Binder, QueryPlan, Settings, plan_query
 from puffin.planner.explain import explain
 from puffin.planner.fragments import make_fragments
 from puffin.planner.parse import split_explain
@@ -24,7 +26,8 @@ from puffin.result import Result
 from puffin.storage import S3Config
 
 SMALL_INPUT_BYTES = 64e6  # below this the whole query is one partition (the fast path)
-BYTES_PER_PARTITION = 1e9  # above one partition per CPU, one more per this many input bytes
+BYTES_PER_PARTITION = 1e9
+PLAN_CACHE_SIZE = 128  # above one partition per CPU, one more per this many input bytes
 
 
 TUNABLES = ("broadcast_bytes", "replicate_bytes", "bytes_per_scan_task", "range_sort_rows")
@@ -59,6 +62,8 @@ class Connection:
         self._binder = Binder(self._tables, self._resolve_files, self._catalogs.resolve)
         self._executor = None
         self._lock = threading.Lock()
+        self._version = 0  # bumped by register/unregister: cached plans name the tables they saw
+        self._plans: OrderedDict[tuple, _Planned] = OrderedDict()
 
     # -- tables ------------------------------------------------------------------------------
     def register(self, name: str, obj: Any, format: str | None = None, **options: Any) -> Connection:
@@ -70,10 +75,12 @@ class Connection:
         else:
             src = sources.from_object(name, obj)
         self._tables[name.lower()] = src
+        self._version += 1
         return self
 
     def unregister(self, name: str) -> None:
         self._tables.pop(name.lower(), None)
+        self._version += 1
 
     def tables(self) -> list[str]:
         return sorted(self._tables)
@@ -101,21 +108,38 @@ class Connection:
         n = 1 if biggest < SMALL_INPUT_BYTES else max(cpus, math.ceil(biggest / BYTES_PER_PARTITION))
         return Settings(n, False, cpus, **self.config)
 
+    def _plan(self, text: str, dialect: str, cpus: int, mem: int | None) -> _Planned:
+        """Plan a query, or reuse the plan of the same text against the same tables.
+
+        Plans that read Iceberg tables are not kept: a new commit must be seen.
+        """
+        key = (text, dialect, self._version, cpus, mem)
+        hit = self._plans.get(key)
+        if hit is not None:
+            self._plans.move_to_end(key)
+            return hit
+        qp = plan_query(text, dialect, self._binder, lambda used: self._settings(cpus, used))
+        used = dict(self._binder.used)
+        planned = _Planned(qp, {st.id: make_fragments(st, cpus, mem) for st in qp.stages}, used)
+        if not any(src.iceberg is not None for src in used.values()):
+            self._plans[key] = planned
+            if len(self._plans) > PLAN_CACHE_SIZE:
+                self._plans.popitem(last=False)
+        return planned
+
     def sql(self, query: str, dialect: str = "duckdb") -> Result:
         from puffin import runtime
 
         with self._lock:
             executor = self._runtime()
             text, mode = split_explain(query)
-            cpus = runtime.cluster_cpus()
-            qp = plan_query(text, dialect, self._binder, lambda used: self._settings(cpus, used))
+            planned = self._plan(text, dialect, runtime.cluster_cpus(), runtime.memory_per_cpu())
+            qp, frags = planned.plan, planned.fragments
             if mode == "explain":
                 return _text_result(explain(qp.stages, planning_ms=qp.planning_ms))
-            for src in self._binder.used.values():
+            for src in planned.used.values():
                 if src.kind == "arrow":
                     executor.put_table(src.source_id, src.table)
-            mem = runtime.memory_per_cpu()
-            frags = {st.id: make_fragments(st, cpus, mem) for st in qp.stages}
             table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze")
             if mode == "analyze":
                 by_stage: dict[int, list] = {}
@@ -129,6 +153,13 @@ class Connection:
 
     def close(self) -> None:
         self._executor = None
+
+
+@dataclass(frozen=True)
+class _Planned:
+    plan: QueryPlan
+    fragments: dict[int, list]
+    used: dict[str, sources.Source]
 
 
 def _text_result(text: str) -> Result:

@@ -112,3 +112,13 @@ def test_bad_arguments_are_puffin_errors(local_ray):
         con.register("x", 42)
     with pytest.raises(puffin.BindError, match="no files found"):
         con.register("x", os.path.join("nowhere", "*.parquet"))
+
+
+def test_repeated_queries_reuse_the_plan_until_tables_change(local_ray):
+    con = puffin.connect()
+    con.register("t", pa.table({"x": [1, 2, 3]}))
+    q = "SELECT sum(x) AS s FROM t"
+    assert con.sql(q).fetchall() == [(6,)]
+    assert con.sql(q).fetchall() == [(6,)] and len(con._plans) == 1
+    con.register("t", pa.table({"x": [10, 20]}))  # same name, new data: the old plan must not serve
+    assert con.sql(q).fetchall() == [(30,)]

@@ -86,7 +86,9 @@ def _(plan: Join) -> float:
         return lr + rr
     equi = any(is_equi(c, set(plan.left.schema), set(plan.right.schema)) for c in conjuncts(plan.condition))
     if equi:
-        return max(lr, rr)
+        # key/foreign-key join: the bigger side keeps the fraction of keys the smaller one kept
+        small = plan.right if rr <= lr else plan.left
+        return max(1.0, max(lr, rr) * min(1.0, rows(small) / base_rows(small)))
     if plan.condition is None:
         return lr * rr
     return max(lr, lr * rr * 0.1)
@@ -108,6 +110,22 @@ def _(plan: Limit) -> float:
 @rows.register
 def _(plan: SetOp) -> float:
     return rows(plan.left) + rows(plan.right)
+
+
+def base_rows(plan: Plan) -> float:
+    """Rows before any filtering: the key domain a join with ``plan`` is measured against."""
+    if isinstance(plan, Scan):
+        return max(1.0, float(plan.source.rows))
+    if isinstance(plan, Join):
+        if plan.kind in ("semi", "anti"):
+            return base_rows(plan.left)
+        return max(base_rows(plan.left), base_rows(plan.right))
+    if isinstance(plan, Aggregate):
+        return max(1.0, base_rows(plan.child) * 0.1) if plan.keys else 1.0
+    if isinstance(plan, SetOp):
+        return base_rows(plan.left) + base_rows(plan.right)
+    kids = plan.children()
+    return base_rows(kids[0]) if kids else max(1.0, rows(plan))
 
 
 def _type_width(t: pa.DataType) -> int:

@@ -26,6 +26,7 @@ from puffin.planner.logical import (
     col,
     conjuncts,
     transform_up,
+    walk,
 )
 from puffin.planner.stats import rows, size
 
@@ -57,6 +58,12 @@ def _fresh(plan: Plan) -> Plan:
     return transform_up(plan, lambda n: dataclasses.replace(n) if isinstance(n, Scan) else n)
 
 
+def _selective(plan: Plan) -> bool:
+    """Does ``plan`` filter anything? An unfiltered table's keys would let every group through."""
+    return any((isinstance(n, Scan) and n.filters) or isinstance(n, Filter) or
+               (isinstance(n, Join) and n.kind == "semi") for n in walk(plan))
+
+
 def _narrow(other: Plan, cols: set[str]) -> Plan:
     """The smallest input of an inner-join tree that provides ``cols``: its keys are a superset
     of those surviving the whole join, which is all a semi-join filter needs."""
@@ -86,8 +93,9 @@ def _reduce(side: Plan, other: Plan, cond: exp.Expression | None) -> Plan:
                 pairs.append((keys[names[a]], b))
     if not pairs:
         return side
-    other = _narrow(other, {o for _, o in pairs})
-    if size(other) > SMALL_BYTES or rows(other) * 4 > rows(agg.child):
+    if size(other) > SMALL_BYTES or not _selective(other):
+        other = _narrow(other, {o for _, o in pairs})
+    if size(other) > SMALL_BYTES or rows(other) * 4 > rows(agg.child) or not _selective(other):
         return side
     tag = next(_ids)
     probe = Project(_fresh(other), tuple((f"__sj{tag}_{i}", col(o)) for i, (_, o) in enumerate(pairs)))
