@@ -1,7 +1,9 @@
 """Iceberg tables in a SQLite-backed pyiceberg catalog whose warehouse is on the S3 server.
 
 The table is partitioned by day, appended to several times, evolved (a column renamed, one
-added) and deleted from. pyiceberg's own reader is the reference for what each snapshot
+added), deleted from copy-on-write (pyiceberg) and with a positional delete file
+(``delete_writer.py``, since pyiceberg cannot write delete files and Spark here cannot write
+to S3). pyiceberg's own reader is the reference for what each snapshot
 holds; DuckDB over that data is the oracle for the SQL.
 """
 
@@ -13,8 +15,11 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+import pyarrow.parquet as pq
+
 import puffin
 from puffin.testing import assert_same_result
+from tests.iceberg.delete_writer import add_position_deletes
 
 pyiceberg = pytest.importorskip("pyiceberg")
 from pyiceberg.catalog.sql import SqlCatalog
@@ -34,6 +39,18 @@ def _batch(ids, day, label_name="v", note=False):
     if note:
         cols["note"] = pa.array([f"n{i}" for i in ids], pa.string())
     return pa.table(cols)
+
+
+def _file_holding(tbl, row_id):
+    for task in tbl.scan(row_filter=f"id = {row_id}").plan_files():
+        return task.file.file_path
+    raise AssertionError(f"no file holds id {row_id}")
+
+
+def _position(tbl, row_id):
+    path = _file_holding(tbl, row_id)
+    with tbl.io.new_input(path).open() as f:
+        return pq.read_table(f, columns=["id"]).column("id").to_pylist().index(row_id)
 
 
 def _catalog(name, tmp, s3_server, s3_bucket):
@@ -70,8 +87,9 @@ def lake(tmp_path_factory, s3_server, s3_bucket):
     tbl = cat.load_table("db.events")
     tbl.append(_batch([9, 10], 4, label_name="label", note=True))
     snaps["evolved"] = tbl.current_snapshot().snapshot_id
-    tbl.delete("id = 5")
+    tbl.delete("id = 5")  # pyiceberg deletes copy-on-write: rewritten data files
     snaps["deleted"] = tbl.current_snapshot().snapshot_id
+    snaps["position_deleted"] = add_position_deletes(tbl, {_file_holding(tbl, 9): [_position(tbl, 9)]})
     other = _catalog("lake2", tmp, s3_server, s3_bucket)
     other.create_namespace("ref")
     labels = pa.table({"label": ["k0", "k1", "k2"], "title": ["zero", "one", "two"]})
@@ -100,7 +118,11 @@ def _check(con, sql, reference: pa.Table, ordered=False, duck_sql=None):
 
 def test_current_snapshot_reads_evolved_schema_and_deletes(con, lake):
     ref = _reference(lake)
-    assert ref.column_names == ["id", "ts", "label", "amount", "note"] and 5 not in ref.column("id").to_pylist()
+    assert ref.column_names == ["id", "ts", "label", "amount", "note"]
+    assert 5 not in ref.column("id").to_pylist() and 9 not in ref.column("id").to_pylist()
+    tasks = list(lake["catalog"].load_table("db.events").scan().plan_files())
+    assert any(d.content.name == "POSITION_DELETES" for t in tasks for d in t.delete_files)
+    assert con.sql("SELECT count(*) AS n FROM lake.db.events WHERE id IN (5, 9)").fetchall() == [(0,)]
     _check(con, "SELECT * FROM lake.db.events", ref)
     _check(con, "SELECT label, count(*) AS n, sum(amount) AS s, count(note) AS notes FROM lake.db.events "
                 "GROUP BY label ORDER BY label", ref, ordered=True)
@@ -117,8 +139,11 @@ def test_time_travel_by_snapshot_id_and_timestamp(con, lake):
     when = dt.datetime.fromtimestamp(snap.timestamp_ms / 1000, dt.timezone.utc).isoformat()
     assert con.sql(f"SELECT count(*) AS n FROM lake.db.events FOR TIMESTAMP AS OF '{when}'").fetchall() == [(5,)]
     evolved = lake["snaps"]["evolved"]
-    assert con.sql(f"SELECT count(*) AS n FROM lake.db.events FOR VERSION AS OF {evolved} WHERE id = 5"
-                   ).fetchall() == [(1,)]
+    assert con.sql(f"SELECT count(*) AS n FROM lake.db.events FOR VERSION AS OF {evolved} WHERE id IN (5, 9)"
+                   ).fetchall() == [(2,)]
+    before_deletes = lake["snaps"]["deleted"]  # id 9 is still there, its delete file comes after
+    assert con.sql(f"SELECT label, note FROM lake.db.events FOR VERSION AS OF {before_deletes} WHERE id = 9"
+                   ).fetchall() == [("k0", "n9")]
 
 
 def test_partition_filter_prunes_files(con):
@@ -169,4 +194,4 @@ def test_clear_errors(con, lake):
     with pytest.raises(puffin.NotSupportedError, match="only Iceberg tables have snapshots"):
         con.register("plain", pa.table({"x": [1]}))
         con.sql("SELECT * FROM plain FOR VERSION AS OF 1")
-    assert con.sql("SELECT count(*) AS n FROM lake.db.events").fetchall() == [(9,)]
+    assert con.sql("SELECT count(*) AS n FROM lake.db.events").fetchall() == [(8,)]
