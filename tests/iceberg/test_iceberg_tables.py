@@ -13,9 +13,8 @@ import datetime as dt
 
 import duckdb
 import pyarrow as pa
-import pytest
-
 import pyarrow.parquet as pq
+import pytest
 
 import puffin
 from puffin.testing import assert_same_result
