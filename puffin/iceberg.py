@@ -62,10 +62,12 @@ class IcebergTable:
 
 
 class Catalogs:
-    def __init__(self, config: dict[str, dict] | None, s3: S3Config, default: str | None = None):
+    def __init__(self, config: dict[str, dict] | None, s3: S3Config, default: str | None = None,
+                 namespace: str | None = None):
         self._config = {k: dict(v) for k, v in (config or {}).items()}
         self._s3 = s3
         self.default = default or (next(iter(self._config)) if self._config else "default")
+        self.namespace = namespace  # bare table names not registered resolve here, if set
         self._loaded: dict[str, Any] = {}
 
     def catalog(self, name: str):
@@ -100,6 +102,8 @@ class Catalogs:
 
     def resolve(self, table: exp.Table) -> sources.Source:
         parts = [p for p in (table.catalog, table.db, table.name) if p]
+        if len(parts) == 1:
+            parts = [self.namespace or "default", parts[0]]
         catalog_name = parts[0] if len(parts) == 3 else self.default
         namespace, name = parts[-2], parts[-1]
         meta = None

@@ -45,7 +45,7 @@ class Connection:
     def __init__(self, address: str | None = None, target_partitions: int | None = None,
                  num_cpus: int | None = None, config: dict[str, float] | None = None,
                  s3: dict[str, Any] | None = None, catalogs: dict[str, dict] | None = None,
-                 default_catalog: str | None = None):
+                 default_catalog: str | None = None, default_namespace: str | None = None):
         if target_partitions is not None and (not isinstance(target_partitions, int) or target_partitions < 1):
             raise PuffinError("target_partitions must be a positive integer")
         unknown = set(config or {}) - set(TUNABLES)
@@ -58,8 +58,9 @@ class Connection:
         self._num_cpus = num_cpus
         self._tables: dict[str, sources.Source] = {}
         self._files: dict[tuple, sources.Source] = {}
-        self._catalogs = Catalogs(catalogs, self._s3, default_catalog)
+        self._catalogs = Catalogs(catalogs, self._s3, default_catalog, default_namespace)
         self._binder = Binder(self._tables, self._resolve_files, self._catalogs.resolve)
+        self._binder.default_namespace = default_namespace
         self._executor = None
         self._lock = threading.Lock()
         self._version = 0  # bumped by register/unregister: cached plans name the tables they saw
@@ -172,16 +173,18 @@ _default: Connection | None = None
 def connect(address: str | None = None, target_partitions: int | None = None,
             num_cpus: int | None = None, config: dict[str, float] | None = None,
             s3: dict[str, Any] | None = None, catalogs: dict[str, dict] | None = None,
-            default_catalog: str | None = None) -> Connection:
+            default_catalog: str | None = None, default_namespace: str | None = None) -> Connection:
     """A new session on the Ray cluster at ``address`` (or RAY_ADDRESS), else a local Ray.
 
     ``s3`` overrides the AWS environment for s3:// paths: endpoint_url, region,
     access_key_id, secret_access_key, session_token, profile, max_attempts.
     ``catalogs`` names pyiceberg catalogs (``{"lake": {"type": "sql", "uri": ..., "warehouse": ...}}``);
     names not given there load from pyiceberg's own configuration. ``ns.table`` without a
-    catalog uses ``default_catalog`` (default: the first configured, else "default").
+    catalog uses ``default_catalog`` (default: the first configured, else "default"); with
+    ``default_namespace``, a bare table name that is not registered is looked up there.
     """
-    return Connection(address, target_partitions, num_cpus, config, s3, catalogs, default_catalog)
+    return Connection(address, target_partitions, num_cpus, config, s3, catalogs, default_catalog,
+                      default_namespace)
 
 
 def default_connection() -> Connection:

@@ -74,6 +74,7 @@ class Binder:
         self.tables = tables  # lower-case name -> Source; file sources are added per query
         self.resolve_files = resolve_files
         self.resolve_catalog = resolve_catalog  # catalog.namespace.table -> Source (Iceberg)
+        self.default_namespace: str | None = None  # set: unregistered bare names go to the catalog
         self.used: dict[str, Source] = {}
         self.output_names: list[str] = []  # as DuckDB names the result columns
         self._swapped = False
@@ -124,6 +125,9 @@ class Binder:
             if table.this.quoted and re.search(r"[/.*]", name):
                 src = self.resolve_files(name, None, {})
                 self._swap(table, src, alias or _default_alias(name))
+                continue
+            if self.default_namespace and self.resolve_catalog is not None:
+                self._swap(table, self.resolve_catalog(table), alias or name.split("$")[0])
                 continue
             known = sorted(self.tables)
             close = difflib.get_close_matches(name.lower(), known, n=1)

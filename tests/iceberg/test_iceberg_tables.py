@@ -10,6 +10,9 @@ holds; DuckDB over that data is the oracle for the SQL.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 
 import duckdb
 import pyarrow as pa
@@ -194,3 +197,24 @@ def test_clear_errors(con, lake):
         con.register("plain", pa.table({"x": [1]}))
         con.sql("SELECT * FROM plain FOR VERSION AS OF 1")
     assert con.sql("SELECT count(*) AS n FROM lake.db.events").fetchall() == [(8,)]
+
+
+def test_default_catalog_and_namespace(local_ray, lake):
+    con = puffin.connect(catalogs=lake["config"], default_catalog="lake", default_namespace="db")
+    assert con.sql("SELECT count(*) AS n FROM db.events").fetchall() == [(8,)]
+    assert con.sql("SELECT count(*) AS n FROM events").fetchall() == [(8,)]
+    with pytest.raises(puffin.BindError, match="Iceberg table 'lake.db.nothing' does not exist"):
+        con.sql("SELECT * FROM nothing")
+
+
+def test_pyiceberg_configuration_is_honoured(lake):
+    # a catalog Puffin is not given, configured the pyiceberg way (environment variables,
+    # which pyiceberg reads when it is imported: hence a fresh process)
+    env = dict(os.environ)
+    for key, value in lake["config"]["lake"].items():
+        env[f"PYICEBERG_CATALOG__LAKE__{key.upper().replace('.', '__').replace('-', '_')}"] = value
+    code = ("import puffin; print(puffin.connect(num_cpus=1)"
+            ".sql('SELECT count(*) AS n FROM lake.db.events').fetchall())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180,
+                         check=False)
+    assert out.stdout.strip().endswith("[(8,)]"), out.stderr[-2000:]
