@@ -21,6 +21,7 @@ from sqlglot import exp
 
 from puffin import sources
 from puffin.errors import BindError, NotSupportedError, PuffinError
+from puffin.planner.predicates import iceberg_backend, translate
 from puffin.storage import S3Config
 
 METADATA_TABLES = ("snapshots", "history", "files", "manifests", "partitions", "refs", "entries")
@@ -187,80 +188,6 @@ def _snapshot(tbl, full: str, table: exp.Table) -> int | None:
     return max(older, key=lambda s: s.timestamp_ms).snapshot_id
 
 
-_COMPARE = {exp.EQ: "EqualTo", exp.NEQ: "NotEqualTo", exp.LT: "LessThan", exp.LTE: "LessThanOrEqual",
-            exp.GT: "GreaterThan", exp.GTE: "GreaterThanOrEqual"}
-_FLIP = {exp.LT: exp.GT, exp.GT: exp.LT, exp.LTE: exp.GTE, exp.GTE: exp.LTE, exp.EQ: exp.EQ, exp.NEQ: exp.NEQ}
-
-
-def _value(e: exp.Expression):
-    if isinstance(e, exp.Paren):
-        return _value(e.this)
-    if isinstance(e, exp.Literal):
-        return e.this if e.is_string else (float(e.this) if "." in e.this or "e" in e.this.lower() else int(e.this))
-    if isinstance(e, exp.Boolean):
-        return e.this
-    if isinstance(e, exp.Neg):
-        v = _value(e.this)
-        return -v if isinstance(v, (int, float)) else None
-    if isinstance(e, exp.Cast) and isinstance(e.this, exp.Literal) and e.this.is_string:
-        to = e.to.this.name if hasattr(e.to.this, "name") else str(e.to.this)
-        text = e.this.this
-        try:
-            if to == "DATE":
-                return datetime.date.fromisoformat(text).isoformat()
-            if "TIMESTAMP" in to or "DATETIME" in to:
-                return datetime.datetime.fromisoformat(text).isoformat()  # pyiceberg wants the 'T' form
-        except ValueError:
-            return None
-        return text if to in ("VARCHAR", "TEXT", "CHAR") else None
-    return None
-
-
 def to_row_filter(filters, alias: str):
     """pyiceberg's expression for the conjuncts it can evaluate; the rest stay in DuckDB."""
-    from pyiceberg import expressions as ie
-
-    prefix = alias + "."
-
-    def column(e):
-        if isinstance(e, exp.Column) and e.name.startswith(prefix) and not e.table:
-            return e.name[len(prefix):]
-        return None
-
-    def convert(e):
-        e = e.unnest()
-        if isinstance(e, exp.And):
-            a, b = convert(e.this), convert(e.expression)
-            return ie.And(a, b) if a is not None and b is not None else a if a is not None else b
-        if isinstance(e, exp.Or):
-            a, b = convert(e.this), convert(e.expression)
-            return ie.Or(a, b) if a is not None and b is not None else None
-        if isinstance(e, exp.Not):
-            inner = convert(e.this)
-            return ie.Not(inner) if inner is not None else None
-        if isinstance(e, exp.Is) and isinstance(e.expression, exp.Null) and column(e.this):
-            return ie.IsNull(column(e.this))
-        if isinstance(e, exp.In) and column(e.this) and not e.args.get("query"):
-            values = [_value(v) for v in e.expressions]
-            return ie.In(column(e.this), values) if all(v is not None for v in values) else None
-        if isinstance(e, exp.Between) and column(e.this):
-            lo, hi = _value(e.args["low"]), _value(e.args["high"])
-            if lo is None or hi is None:
-                return None
-            return ie.And(ie.GreaterThanOrEqual(column(e.this), lo), ie.LessThanOrEqual(column(e.this), hi))
-        kind = type(e)
-        if kind in _COMPARE:
-            left, right = e.this, e.expression
-            if column(right) and not column(left):
-                left, right, kind = right, left, _FLIP[kind]
-            name, value = column(left), _value(right)
-            if name is not None and value is not None:
-                return getattr(ie, _COMPARE[kind])(name, value)
-        return None
-
-    out = None
-    for f in filters:
-        c = convert(f)
-        if c is not None:
-            out = c if out is None else ie.And(out, c)
-    return out if out is not None else ie.AlwaysTrue()
+    return translate(filters, alias, iceberg_backend())

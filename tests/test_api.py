@@ -52,6 +52,10 @@ def test_register_csv_and_json(con, files):
     want = [("lima", 4.5), ("oslo", 5.0), ("rome", 2.5)]
     assert con.sql(q.format("csv_sales")).fetchall() == want
     assert con.sql(q.format("json_sales")).fetchall() == want
+    # filters pyarrow can evaluate while reading, mixed with one it cannot
+    f = "SELECT id FROM {} WHERE amount > 2 AND NOT (city = 'rome' AND upper(city) = 'ROME') ORDER BY id"
+    assert con.sql(f.format("csv_sales")).fetchall() == [(3,), (4,)]
+    assert con.sql(f.format("json_sales")).fetchall() == [(3,), (4,)]
 
 
 def test_hive_partitioned_directory(con, files):

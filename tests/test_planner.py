@@ -128,3 +128,25 @@ def test_aggregates_joined_with_a_small_side_are_semi_join_reduced(tpch_dir):
     assert reduced, "the AVG(l_quantity) GROUP BY l_partkey input was not filtered by part"
     probe = reduced[0].child.right
     assert any(isinstance(n, Scan) and n.source.name == "part" for n in walk(probe))
+
+
+def test_reader_filters_are_implied_by_the_sql_filter_even_under_not():
+    import pyarrow.compute as pc  # noqa: F401
+    import sqlglot
+
+    from puffin.planner.predicates import arrow_backend, translate
+
+    t = pa.table({"a": [1, 2, 3, 4, None], "b": ["x", "y", "x", "y", "x"]})
+
+    def keep(sql):
+        e = sqlglot.parse_one(sql, read="duckdb")
+        expr = translate([e], "t", arrow_backend())
+        return sorted(r for r in (t.filter(expr) if expr is not None else t).column("a").to_pylist() if r is not None)
+
+    assert keep('"t.a" > 2') == [3, 4]
+    assert keep('"t.a" BETWEEN 2 AND 3 AND "t.b" = \'x\'') == [3]
+    # upper("t.b") cannot be translated: the AND keeps only its other half (a weaker filter)...
+    assert keep('"t.a" > 2 AND upper("t.b") = \'X\'') == [3, 4]
+    # ...which must not be negated: NOT (a > 2 AND ...) is not NOT (a > 2)
+    assert keep('NOT ("t.a" > 2 AND upper("t.b") = \'X\')') == [1, 2, 3, 4]
+    assert keep('NOT ("t.a" > 2 OR "t.b" = \'y\')') == [1]

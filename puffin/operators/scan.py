@@ -30,6 +30,7 @@ class ScanRead:
     source_id: int = -1  # in-memory sources: which table the runtime passes in
     storage: S3Config | None = field(default=None, repr=False)  # object store; None: local files
     extra: Any = field(default=None, repr=False)  # Iceberg: puffin.iceberg.IcebergRead
+    filter: Any = field(default=None, repr=False)  # pyarrow expression implied by the pushed filter
 
     @property
     def native(self) -> bool:
@@ -107,6 +108,17 @@ def _ranges(units: list[ScanUnit]) -> list[tuple[int, int]]:
     return out
 
 
+def _read_fragment(frag, schema: pa.Schema, columns: list[str], row_filter) -> pa.Table:
+    """Read one file fragment, skipping row groups and rows the filter excludes when pyarrow
+    can evaluate it (DuckDB applies the whole filter again, so this only saves work)."""
+    if row_filter is not None:
+        try:
+            return frag.to_table(schema=schema, columns=columns, filter=row_filter)
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
+            pass  # e.g. a literal pyarrow will not compare with the column's type
+    return frag.to_table(schema=schema, columns=columns)
+
+
 def read_scan(read: ScanRead, table: pa.Table | None = None) -> pa.Table:
     schema = read.schema
     columns = list(read.columns)
@@ -131,7 +143,7 @@ def read_scan(read: ScanRead, table: pa.Table | None = None) -> pa.Table:
             kwargs["partition_expression"] = part
         try:
             frag = fmt.make_fragment(unit.path, filesystem=fs, **kwargs)
-            tables.append(frag.to_table(schema=schema, columns=columns))
+            tables.append(_read_fragment(frag, schema, columns, read.filter))
         except OSError as e:
             if read.storage is None:
                 raise

@@ -7,6 +7,7 @@ import dataclasses
 from puffin.operators.fragment import Fragment
 from puffin.operators.scan import ScanRead
 from puffin.planner.physical import Stage
+from puffin.planner.predicates import arrow_backend, translate
 from puffin.planner.sqlgen import input_name, to_sql
 
 
@@ -24,9 +25,18 @@ def _extra(scan):
     return dataclasses.replace(ice.read, row_filter=to_row_filter(scan.filters, scan.alias))
 
 
+def _arrow_filter(scan):
+    """For files pyarrow reads (object stores, CSV, JSON): the filter it can evaluate."""
+    src = scan.source
+    if src.kind in ("arrow", "iceberg") or (src.kind == "parquet" and src.storage is None):
+        return None
+    return translate(scan.filters, scan.alias, arrow_backend())
+
+
 def make_fragments(stage: Stage, cpus: int, memory_per_cpu: int | None) -> list[Fragment]:
     sql = stage_sql(stage)
     extras = [_extra(s.scan) for s in stage.scans]
+    filters = [_arrow_filter(s.scan) for s in stage.scans]
     threads = max(1, cpus // max(1, stage.tasks))
     out = []
     for task in range(stage.tasks):
@@ -41,8 +51,9 @@ def make_fragments(stage: Stage, cpus: int, memory_per_cpu: int | None) -> list[
                 s.scan.source.source_id,
                 s.scan.source.storage,
                 extra,
+                row_filter,
             )
-            for s, extra in zip(stage.scans, extras)
+            for s, extra, row_filter in zip(stage.scans, extras, filters)
         )
         out.append(
             Fragment(
