@@ -23,7 +23,7 @@ from puffin.planner.explain import explain
 from puffin.planner.fragments import make_fragments
 from puffin.planner.parse import split_explain
 from puffin.result import Result
-from puffin.storage import S3Config
+from puffin.storage import S3Config, storage_error
 
 SMALL_INPUT_BYTES = 64e6  # below this the whole query is one partition (the fast path)
 BYTES_PER_PARTITION = 1e9
@@ -57,7 +57,7 @@ class Connection:
         self._address = address
         self._num_cpus = num_cpus
         self._tables: dict[str, sources.Source] = {}
-        self._files: dict[tuple, sources.Source] = {}
+        self._files: dict[tuple, tuple[tuple, sources.Source]] = {}
         self._catalogs = Catalogs(catalogs, self._s3, default_catalog, default_namespace)
         self._binder = Binder(self._tables, self._resolve_files, self._catalogs.resolve)
         self._binder.default_namespace = default_namespace
@@ -87,11 +87,19 @@ class Connection:
         return sorted(self._tables)
 
     def _resolve_files(self, location, kind, options) -> sources.Source:
+        """A direct file reference: listed again on every query (like DuckDB), so new, removed or
+        rewritten files are seen; file metadata is re-read only when the listing changed."""
         key = (tuple(location) if isinstance(location, list) else location, kind, tuple(sorted(options.items())))
-        if key not in self._files:
+        try:
+            now = sources.listing(location, self._s3)
+        except OSError as e:
+            raise storage_error(e, str(location), self._s3) from None
+        cached = self._files.get(key)
+        if cached is None or cached[0] != now:
             name = location if isinstance(location, str) else ",".join(location)
-            self._files[key] = sources.from_path(name, location, kind, options, self._s3)
-        return self._files[key]
+            cached = (now, sources.from_path(name, location, kind, options, self._s3))
+            self._files[key] = cached
+        return cached[1]
 
     # -- queries -----------------------------------------------------------------------------
     def _runtime(self):
@@ -112,7 +120,8 @@ class Connection:
     def _plan(self, text: str, dialect: str, cpus: int, mem: int | None) -> _Planned:
         """Plan a query, or reuse the plan of the same text against the same tables.
 
-        Plans that read Iceberg tables are not kept: a new commit must be seen.
+        Plans that read Iceberg tables or direct file references are not kept: a new commit or
+        new files must be seen. Registered tables list their files once, at registration.
         """
         key = (text, dialect, self._version, cpus, mem)
         hit = self._plans.get(key)
@@ -122,7 +131,7 @@ class Connection:
         qp = plan_query(text, dialect, self._binder, lambda used: self._settings(cpus, used))
         used = dict(self._binder.used)
         planned = _Planned(qp, {st.id: make_fragments(st, cpus, mem) for st in qp.stages}, used)
-        if not any(src.iceberg is not None for src in used.values()):
+        if not any(src.iceberg is not None or name.startswith("__src_") for name, src in used.items()):
             self._plans[key] = planned
             if len(self._plans) > PLAN_CACHE_SIZE:
                 self._plans.popitem(last=False)

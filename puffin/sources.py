@@ -173,6 +173,20 @@ def file_format(source: Source) -> ds.FileFormat:
     return _file_format(source.kind, dict(source.options))
 
 
+def listing(location: str | list[str], s3: S3Config | None = None) -> tuple:
+    """What a location holds now (paths, and for local files their size and mtime): a cheap
+    check of whether a source made from it earlier is still current."""
+    out = []
+    for loc in location if isinstance(location, list) else [location]:
+        if is_s3(loc):
+            out += _list_s3(loc, s3_filesystem(s3 or S3Config.resolve()))[0]
+        else:
+            for path in _list_files(loc)[0]:
+                st = os.stat(path)
+                out.append((path, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 def from_path(
     name: str,
     location: str | list[str],

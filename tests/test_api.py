@@ -126,3 +126,11 @@ def test_repeated_queries_reuse_the_plan_until_tables_change(local_ray):
     assert con.sql(q).fetchall() == [(6,)] and len(con._plans) == 1
     con.register("t", pa.table({"x": [10, 20]}))  # same name, new data: the old plan must not serve
     assert con.sql(q).fetchall() == [(30,)]
+
+
+def test_direct_file_references_see_new_files(con, tmp_path):
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "a.parquet")
+    q = f"SELECT sum(x) AS s FROM '{tmp_path}/*.parquet'"
+    assert con.sql(q).fetchall() == [(3,)]
+    pq.write_table(pa.table({"x": [10]}), tmp_path / "b.parquet")
+    assert con.sql(q).fetchall() == [(13,)]
