@@ -114,8 +114,8 @@ def _read_fragment(frag, schema: pa.Schema, columns: list[str], row_filter) -> p
     if row_filter is not None:
         try:
             return frag.to_table(schema=schema, columns=columns, filter=row_filter)
-        except (pa.ArrowNotImplementedError, pa.ArrowInvalid, pa.ArrowTypeError):
-            pass  # e.g. a literal pyarrow will not compare with the column's type
+        except pa.ArrowException:
+            pass  # a comparison pyarrow cannot evaluate for this column's type: read unfiltered
     return frag.to_table(schema=schema, columns=columns)
 
 
