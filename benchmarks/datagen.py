@@ -5,22 +5,21 @@ lineitem and orders are split into several files (``--parts``), the other tables
 file each. ``sf{sf}-plain/`` is the same data with ``string_view`` columns rewritten as plain
 ``string`` (Daft cannot read string_view), and ``sf{sf}-plain-float/`` also has its
 decimals as float64, made only when an engine asks for them.
-A ``_SUCCESS`` file marks a finished directory; generation goes to a temporary sibling that is
-renamed into place, so an interrupted run never leaves a half-made cache.
+A ``_SUCCESS`` file marks a finished directory (generation: ``puffin.demo.generate_tpch``); the
+copies go to a temporary sibling renamed into place, so an interrupted run leaves no half-made
+cache.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from puffin.demo import generate_tpch
+
 DATA_ROOT = Path(__file__).resolve().parent / "data"
-TABLES = ("region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem")
-SPLIT_TABLES = ("lineitem", "orders")
 
 
 def sf_label(sf: float) -> str:
@@ -32,35 +31,15 @@ def parts_for(sf: float) -> int:
     return max(4, math.ceil(4 * sf))
 
 
-def _tpchgen() -> str:
-    exe = Path(sys.executable).with_name("tpchgen-cli")
-    return str(exe) if exe.exists() else "tpchgen-cli"
-
-
 def ensure_data(sf: float, root: Path = DATA_ROOT) -> Path:
     """Return the directory of TPC-H data at ``sf``, generating it on first use."""
     final = root / f"sf{sf_label(sf)}"
-    if (final / "_SUCCESS").exists():
-        return final
-    tmp = root / f".sf{sf_label(sf)}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    print(f"[data] generating TPC-H sf={sf_label(sf)} into {final} ...", flush=True)
-    start = time.perf_counter()
-    gen = [_tpchgen(), "parquet", "-s", sf_label(sf), "--no-progress", "-q"]
-    split = [arg for t in SPLIT_TABLES for arg in ("-T", t)]
-    single = [arg for t in TABLES if t not in SPLIT_TABLES for arg in ("-T", t)]
-    subprocess.run([*gen, *split, "--parts", str(parts_for(sf)), "-o", str(tmp)], check=True)
-    subprocess.run([*gen, *single, "-o", str(tmp)], check=True)
-    for table in TABLES:  # single-file tables come out as <table>.parquet: give each a dir
-        flat = tmp / f"{table}.parquet"
-        if flat.exists():
-            (tmp / table).mkdir()
-            flat.rename(tmp / table / flat.name)
-    (tmp / "_SUCCESS").write_text(f"tpchgen-cli sf={sf_label(sf)} parts={parts_for(sf)}\n")
-    tmp.rename(final)
-    print(f"[data] done in {time.perf_counter() - start:.1f} s", flush=True)
+    if not (final / "_SUCCESS").exists():
+        print(f"[data] generating TPC-H sf={sf_label(sf)} into {final} ...", flush=True)
+        start = time.perf_counter()
+        root.mkdir(parents=True, exist_ok=True)
+        generate_tpch(str(final), sf, parts=parts_for(sf), row_group_bytes=None)
+        print(f"[data] done in {time.perf_counter() - start:.1f} s", flush=True)
     return final
 
 

@@ -26,13 +26,13 @@ import psutil
 import pyarrow as pa
 
 from benchmarks import report
-from benchmarks.compare import compare, has_order_by
 from benchmarks.datagen import ensure_data, ensure_plain_copy, sf_label
 from benchmarks.engine_run import Config, EngineRun
 from benchmarks.engines import ENGINES
 from benchmarks.explain import summarise
 from benchmarks.report import short_error
 from benchmarks.workers import REPO, MemorySampler
+from puffin.testing import compare, has_order_by
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_QUERIES = REPO.parent / "shared" / "tpch" / "queries"

@@ -38,33 +38,34 @@ def _tpchgen() -> str:
     return exe
 
 
-def generate_tpch(directory: str, sf: float, parts: int = 4, row_group_bytes: str = "4MB") -> str:
-    """TPC-H Parquet under ``directory/<table>/``; reuses what is already there."""
-    done = os.path.join(directory, "_SUCCESS")
-    if os.path.exists(done):
+def generate_tpch(directory: str, sf: float, parts: int = 4, row_group_bytes: str | None = "4MB") -> str:
+    """TPC-H Parquet under ``directory/<table>/`` (lineitem and orders in ``parts`` files).
+
+    Reuses a finished directory (``_SUCCESS``); generation goes to a temporary sibling renamed
+    into place, so an interrupted run never leaves a half-made dataset behind.
+    """
+    if os.path.exists(os.path.join(directory, "_SUCCESS")):
         return directory
-    os.makedirs(directory, exist_ok=True)
-    exe = _tpchgen()
-    common = ["parquet", "-s", str(sf), f"--row-group-bytes={row_group_bytes}", "--overwrite"]
-    small = [t for t in TABLES if t not in SPLIT_TABLES]
-    for tables, n in ((SPLIT_TABLES, parts), (small, 1)):
-        tmp = os.path.join(directory, f"_gen_{n}")
-        args = [exe, *common, "--tables", ",".join(tables), "-o", tmp]
-        if n > 1:
-            args += ["--parts", str(n)]
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL)
-        for t in tables:
-            dest = os.path.join(directory, t)
-            shutil.rmtree(dest, ignore_errors=True)
-            os.makedirs(dest)
-            src_dir = os.path.join(tmp, t)
-            if os.path.isdir(src_dir):
-                for f in os.listdir(src_dir):
-                    shutil.move(os.path.join(src_dir, f), os.path.join(dest, f))
-            else:
-                shutil.move(os.path.join(tmp, f"{t}.parquet"), os.path.join(dest, f"{t}.parquet"))
-        shutil.rmtree(tmp, ignore_errors=True)
-    open(done, "w").close()
+    parent, name = os.path.split(os.path.abspath(directory))
+    tmp = os.path.join(parent, f".{name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(tmp)
+    gen = [_tpchgen(), "parquet", "-s", f"{sf:g}"]
+    if row_group_bytes:
+        gen.append(f"--row-group-bytes={row_group_bytes}")
+    split = [arg for t in SPLIT_TABLES for arg in ("-T", t)]
+    single = [arg for t in TABLES if t not in SPLIT_TABLES for arg in ("-T", t)]
+    subprocess.run([*gen, *split, "--parts", str(parts), "-o", tmp], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*gen, *single, "-o", tmp], check=True, stdout=subprocess.DEVNULL)
+    for t in TABLES:  # single-file tables come out as <table>.parquet: give each a directory
+        flat = os.path.join(tmp, f"{t}.parquet")
+        if os.path.exists(flat):
+            os.makedirs(os.path.join(tmp, t))
+            os.rename(flat, os.path.join(tmp, t, f"{t}.parquet"))
+    with open(os.path.join(tmp, "_SUCCESS"), "w") as f:
+        f.write(f"tpchgen-cli sf={sf:g} parts={parts}\n")
+    os.rename(tmp, directory)
     return directory
 
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import re
 
 import duckdb
 import pyarrow as pa
 import pytest
 
 import puffin
-from puffin.testing import assert_same_result
+from puffin.testing import assert_same_result, has_order_by
 
 HERE = os.path.dirname(__file__)
 
@@ -67,11 +66,6 @@ def con(request, local_ray):
     return c
 
 
-def _ordered(sql: str) -> bool:
-    tail = re.split(r"\)\s*", sql)[-1].lower()
-    return "order by" in tail
-
-
 STATEMENTS = _statements()
 
 
@@ -79,4 +73,4 @@ STATEMENTS = _statements()
 def test_statement_matches_duckdb(con, oracle, sql):
     want = oracle.sql(sql).to_arrow_table()
     got = con.sql(sql).arrow()
-    assert_same_result(got, want, ordered=_ordered(sql), label=sql)
+    assert_same_result(got, want, ordered=has_order_by(sql), label=sql)
