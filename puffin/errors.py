@@ -51,5 +51,10 @@ class TransientError(PuffinError):
     """A failure that may pass on retry (lost worker, throttled service, timeout)."""
 
 
+class QueryCancelled(PuffinError):
+    """The query was interrupted (KeyboardInterrupt) or ran past its ``timeout``; its tasks
+    were cancelled and the session is ready for the next query."""
+
+
 class InternalError(PuffinError):
     """Something Puffin should never do happened: this is a bug, please report it."""

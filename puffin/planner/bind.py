@@ -23,7 +23,8 @@ from sqlglot.optimizer import RULES as SQLGLOT_RULES
 from sqlglot.optimizer import optimize
 from sqlglot.optimizer.qualify import qualify
 
-from puffin.errors import BindError, NotSupportedError, TypeCheckError
+from puffin.errors import BindError, NotSupportedError
+from puffin.planner.diagnose import translate_duckdb_error
 from puffin.planner.rules.exists_to_semijoin import exists_to_semijoin
 from puffin.sources import Source
 
@@ -163,39 +164,7 @@ class Binder:
             described = self._validator.execute("DESCRIBE " + sql.strip().rstrip(";")).fetchall()
             self.output_names = [r[0] for r in described]
         except duckdb.Error as e:
-            raise self._translate(e, original_sql) from None
+            raise translate_duckdb_error(e, original_sql, self.used) from None
         finally:
             for name in self.used:
                 self._validator.unregister(name)
-
-    def _translate(self, e: duckdb.Error, sql: str) -> Exception:
-        text = str(e)
-        lines = [ln for ln in text.splitlines() if ln.strip()]
-        first = re.sub(r"^\w+ Error: ", "", lines[0]) if lines else text
-        m = re.search(r'Referenced column "(.+?)" not found', text) or re.search(
-            r'does not have a column named "(.+?)"', text)
-        if m:
-            valid = []
-            for name, src in self.used.items():
-                alias = name if not name.startswith("__src_") else src.name
-                valid += [f"{alias}.{c}" if len(self.used) > 1 else c for c in src.schema.names]
-            where = _locate(sql, m.group(1))
-            return BindError(f'Column "{m.group(1)}" not found{where}. Valid columns: {", ".join(valid[:60])}')
-        if isinstance(e, duckdb.ConversionException) or "No function matches" in text or "Cannot compare" in text:
-            hint = next((ln.strip() for ln in lines[1:] if "explicit type casts" in ln), "")
-            return TypeCheckError(f"{first} {hint}".strip())
-        if isinstance(e, duckdb.NotImplementedException):
-            return NotSupportedError(first)
-        if isinstance(e, duckdb.ParserException):
-            return NotSupportedError(f"DuckDB cannot run this construct: {first}")
-        detail = [ln for ln in lines[1:] if not ln.startswith("LINE ") and ln.strip() != "^"][:3]
-        return BindError(" ".join([first] + [d.strip() for d in detail if not set(d.strip()) <= {"^"}]))
-
-
-def _locate(sql: str, name: str) -> str:
-    m = re.search(r"\b" + re.escape(name) + r"\b", sql, re.IGNORECASE)
-    if not m:
-        return ""
-    line = sql.count("\n", 0, m.start()) + 1
-    col = m.start() - (sql.rfind("\n", 0, m.start()) + 1) + 1
-    return f" (line {line}, column {col})"
