@@ -112,7 +112,8 @@ class Executor:
         if source_id not in self._tables:
             self._tables[source_id] = ray.put(table)
 
-    def run(self, stages: list[Stage], fragments: dict[int, list[Fragment]], analyze: bool = False):
+    def run(self, stages: list[Stage], fragments: dict[int, list[Fragment]], analyze: bool = False,
+            timeout: float | None = None):
         outputs: dict[int, list[list[ray.ObjectRef]]] = {}
         metric_refs: list[ray.ObjectRef] = []
         try:

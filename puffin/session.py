@@ -137,7 +137,9 @@ class Connection:
                 self._plans.popitem(last=False)
         return planned
 
-    def sql(self, query: str, dialect: str = "duckdb") -> Result:
+    def sql(self, query: str, dialect: str = "duckdb", timeout: float | None = None) -> Result:
+        """Run ``query``; past ``timeout`` seconds (or on KeyboardInterrupt) its tasks are
+        cancelled and ``QueryCancelled`` is raised."""
         from puffin import runtime
 
         with self._lock:
@@ -150,7 +152,7 @@ class Connection:
             for src in planned.used.values():
                 if src.kind == "arrow":
                     executor.put_table(src.source_id, src.table)
-            table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze")
+            table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze", timeout=timeout)
             if mode == "analyze":
                 by_stage: dict[int, list] = {}
                 for m in metrics:
