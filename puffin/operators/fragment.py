@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from puffin.operators.exchange import hash_partition, range_partition, sample
-from puffin.operators.scan import ScanRead, parquet_sql, read_scan
+from puffin.operators.scan import ScanRead, conform, parquet_sql, read_scan
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Fragment:
     output_partitions: int = 1
     threads: int = 1
     memory_limit: int | None = None  # bytes DuckDB may use before spilling
+    schema: pa.Schema | None = None  # the stage's output schema: every task returns exactly it
 
 
 @dataclass
@@ -76,8 +77,9 @@ def run_fragment(
         if fragment.memory_limit:
             cur.execute(f"SET memory_limit = '{fragment.memory_limit // (1 << 20)}MB'")
         for read in fragment.scans:
-            if read.native:  # DuckDB reads local Parquet itself: filters reach row groups
-                cur.execute(f'CREATE OR REPLACE TEMP VIEW "{read.name}" AS {parquet_sql(read)}')
+            native = parquet_sql(read) if read.native else None
+            if native is not None:  # DuckDB reads local Parquet itself: filters reach row groups
+                cur.execute(f'CREATE OR REPLACE TEMP VIEW "{read.name}" AS {native}')
                 metrics.rows_in += sum(u.rows for u in read.units)
                 metrics.bytes_in += sum(u.bytes for u in read.units)
                 continue
@@ -91,7 +93,7 @@ def run_fragment(
             metrics.rows_in += t.num_rows
             metrics.bytes_in += t.nbytes
             cur.register(name, t)
-        result = cur.sql(fragment.sql).to_arrow_table()
+        result = conform(cur.sql(fragment.sql).to_arrow_table(), fragment.schema)
         if fragment.output_mode == "hash":
             parts = hash_partition(cur, result, fragment.output_keys, fragment.output_partitions)
         elif fragment.output_mode == "range":

@@ -6,9 +6,11 @@ columns filled from the path); CSV and JSON units are whole files; in-memory sou
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -33,6 +35,11 @@ class ScanRead:
     filter: Any = field(default=None, repr=False)  # pyarrow expression implied by the pushed filter
 
     @property
+    def out_schema(self) -> pa.Schema:
+        """What the read yields, whatever the files hold: the table's columns and types."""
+        return pa.schema([self.schema.field(c).with_nullable(True) for c in self.columns])
+
+    @property
     def native(self) -> bool:
         """DuckDB reads it itself: local Parquet (no httpfs here for object stores)."""
         return self.kind == "parquet" and self.storage is None
@@ -50,43 +57,58 @@ def _lit(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
-def parquet_sql(read: ScanRead) -> str:
-    """A DuckDB query reading the units natively (projection and filters pushed into the reader).
+@functools.lru_cache(maxsize=256)
+def sql_types(schema: pa.Schema) -> tuple[str, ...]:
+    """DuckDB's names for the types of ``schema`` (as DuckDB would read such Arrow columns)."""
+    con = duckdb.connect()
+    try:
+        con.register("__t", schema.empty_table())
+        return tuple(r[1] for r in con.execute("DESCRIBE __t").fetchall())
+    finally:
+        con.close()
 
-    Whole files are read together; a file of which only some row groups belong to this
-    fragment is read with a ``file_row_number`` range, which DuckDB turns into row-group skips.
-    Hive partition values come from ``partition`` (the same the planner saw).
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def parquet_sql(read: ScanRead) -> str | None:
+    """A DuckDB query reading the units natively (projection and filters pushed into the reader),
+    every column cast to the table's type; None when the fragment has no units.
+
+    Files are read by name (``union_by_name``), so files whose physical types differ or that
+    lack a column still read as the one table. A file of which only some row groups belong to
+    this fragment is read with a ``file_row_number`` range, which DuckDB turns into row-group
+    skips. Hive partition values come from ``partition`` (the same the planner saw).
     """
+    if not read.units:
+        return None
+    types = dict(zip(read.columns, sql_types(read.out_schema)))
     by_file: dict[str, list[ScanUnit]] = {}
     for u in read.units:
         by_file.setdefault(u.path, []).append(u)
-    cols = ", ".join('"' + c.replace('"', '""') + '"' for c in read.columns if not _is_partition(read, c))
+    partition_cols = {k for u in read.units[:1] for k, _ in u.partition}
+
+    def select(partition: tuple[tuple[str, Any], ...]) -> str:
+        values = dict(partition)
+        cols = [f"CAST({_q(c) if c not in partition_cols else _value(values.get(c))} AS {types[c]}) AS {_q(c)}"
+                for c in read.columns]
+        return ", ".join(cols) if cols else "NULL AS __none"
+
     parts = []
-    whole = []
+    whole: dict[tuple, list[str]] = {}
     for path, units in by_file.items():
-        part_cols = "".join(
-            f", {_value(v)} AS \"{k}\"" for k, v in units[0].partition if k in read.columns
-        )
         if sum(u.rows for u in units) == units[0].file_rows:
-            whole.append((path, part_cols))
+            whole.setdefault(units[0].partition, []).append(path)
             continue
-        ranges = _ranges(units)
-        cond = " OR ".join(f"(file_row_number >= {a} AND file_row_number < {b})" for a, b in ranges)
-        parts.append(f"SELECT {cols or 'NULL AS __none'}{part_cols} FROM read_parquet({_lit(path)}, file_row_number=true, hive_partitioning=false) WHERE {cond}")
-    groups: dict[str, list[str]] = {}
-    for path, part_cols in whole:
-        groups.setdefault(part_cols, []).append(path)
-    for part_cols, paths in groups.items():
+        cond = " OR ".join(f"(file_row_number >= {a} AND file_row_number < {b})" for a, b in _ranges(units))
+        parts.append(f"SELECT {select(units[0].partition)} FROM read_parquet({_lit(path)}, file_row_number=true, "
+                     f"hive_partitioning=false, union_by_name=true) WHERE {cond}")
+    for partition, paths in whole.items():
         files = "[" + ", ".join(_lit(p) for p in paths) + "]"
-        parts.append(f"SELECT {cols or 'NULL AS __none'}{part_cols} FROM read_parquet({files}, hive_partitioning=false)")
-    if not parts:
-        fields = ", ".join(f"NULL AS \"{c}\"" for c in read.columns)
-        return f"SELECT {fields} WHERE false"
+        parts.append(f"SELECT {select(partition)} FROM read_parquet({files}, hive_partitioning=false, "
+                     "union_by_name=true)")
     return " UNION ALL ".join(parts)
-
-
-def _is_partition(read: ScanRead, column: str) -> bool:
-    return any(column == k for u in read.units[:1] for k, _ in u.partition)
 
 
 def _value(v: Any) -> str:
@@ -120,9 +142,24 @@ def _read_fragment(frag, schema: pa.Schema, columns: list[str], row_filter) -> p
 
 
 def read_scan(read: ScanRead, table: pa.Table | None = None) -> pa.Table:
+    """The fragment's share of the source, as one table of the source's declared schema."""
+    out_schema = read.out_schema
+    return conform(_read(read, table, out_schema), out_schema)
+
+
+def conform(table: pa.Table, schema: pa.Schema | None) -> pa.Table:
+    """``table`` (columns by position) with ``schema``'s names and types: a task that read fewer
+    or no rows, or files of narrower physical types, yields the same schema as its siblings."""
+    if schema is None or table.schema.equals(schema):
+        return table
+    if table.num_columns != len(schema):
+        raise ValueError(f"got columns {table.column_names}, expected {schema.names}")
+    return pa.Table.from_arrays([c.cast(f.type) for c, f in zip(table.columns, schema)], schema=schema)
+
+
+def _read(read: ScanRead, table: pa.Table | None, out_schema: pa.Schema) -> pa.Table:
     schema = read.schema
     columns = list(read.columns)
-    out_schema = pa.schema([schema.field(c) for c in columns])
     if read.kind == "iceberg":
         from puffin.operators.iceberg_scan import read_iceberg
 
@@ -143,7 +180,7 @@ def read_scan(read: ScanRead, table: pa.Table | None = None) -> pa.Table:
             kwargs["partition_expression"] = part
         try:
             frag = fmt.make_fragment(unit.path, filesystem=fs, **kwargs)
-            tables.append(_read_fragment(frag, schema, columns, read.filter))
+            tables.append(conform(_read_fragment(frag, schema, columns, read.filter).select(columns), out_schema))
         except OSError as e:
             if read.storage is None:
                 raise
@@ -153,4 +190,4 @@ def read_scan(read: ScanRead, table: pa.Table | None = None) -> pa.Table:
     return pa.concat_tables(tables)
 
 
-__all__ = ["ScanRead", "read_scan"]
+__all__ = ["ScanRead", "conform", "parquet_sql", "read_scan"]

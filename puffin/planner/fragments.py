@@ -67,6 +67,7 @@ def make_fragments(stage: Stage, cpus: int, memory_per_cpu: int | None) -> list[
                 output_partitions=stage.output.partitions,
                 threads=threads,
                 memory_limit=memory_per_cpu * threads if memory_per_cpu else None,
+                schema=stage.schema,
             )
         )
     return out

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
 from sqlglot import exp
 
 from puffin.errors import InternalError
@@ -109,9 +110,10 @@ class Exchange(Plan):
     """Leaf standing for the output of another stage (made by the physical planner)."""
 
     stage_id: int
-    mode: str  # hash | broadcast | gather
+    mode: str  # hash | broadcast | gather | forward | sample | range
     names: tuple[str, ...]
     keys: tuple[str, ...] = ()
+    types: pa.Schema | None = None  # what the stage delivers (``planner.types``)
 
     @property
     def schema(self) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import pyarrow as pa
 import sqlglot
 from sqlglot import exp
 
@@ -32,6 +33,7 @@ from puffin.planner.logical import (
     conjuncts,
 )
 from puffin.planner.stats import rows, size
+from puffin.planner.types import schema_of
 from puffin.sources import ScanUnit
 
 
@@ -68,6 +70,17 @@ class Stage:
     scans: tuple[ScanInput, ...]
     inputs: tuple[Exchange, ...]
     output: Output
+    schema: pa.Schema  # what every task returns, whatever share of the data it read
+
+    def delivers(self, mode: str, keys: tuple[str, ...] = ()) -> Exchange:
+        """The exchange leaf through which a consumer reads this stage's output."""
+        names = self.plan.schema
+        if mode == "range":  # the partition-id column is dropped by the split
+            names = tuple(n for n in names if n != keys[0]) if keys else names
+        elif mode == "sample":
+            names = keys
+        types = pa.schema([self.schema.field(n) for n in names])
+        return Exchange(self.id, mode, names, keys if mode not in ("sample", "range") else (), types)
 
 
 @dataclass(frozen=True)
@@ -100,15 +113,26 @@ class Frag:
 
 
 def _group_units(units: tuple[ScanUnit, ...], n: int) -> tuple[tuple[ScanUnit, ...], ...]:
-    """Split units into n contiguous groups of about equal bytes."""
-    total = sum(max(u.bytes, 1) for u in units)
-    groups: list[list[ScanUnit]] = [[] for _ in range(n)]
-    acc = 0
-    for u in units:
-        g = min(n - 1, int(acc * n / total)) if total else 0
-        groups[g].append(u)
-        acc += max(u.bytes, 1)
-    return tuple(tuple(g) for g in groups if g) or ((),)
+    """Cut units into at most n contiguous groups of about equal bytes (files stay together
+    where they can). Every group gets at least one unit: no task reads nothing while another
+    reads two files."""
+    n = max(1, min(n, len(units)))
+    weight = [max(u.bytes, 1) for u in units]
+    groups, i, remaining = [], 0, float(sum(weight))
+    for g in range(n):
+        tasks_left = n - g
+        if tasks_left == 1:
+            groups.append(tuple(units[i:]))
+            break
+        target = remaining / tasks_left
+        j, acc = i + 1, weight[i]
+        while j <= len(units) - tasks_left and acc + weight[j] / 2 <= target:
+            acc += weight[j]
+            j += 1
+        groups.append(tuple(units[i:j]))
+        remaining -= acc
+        i = j
+    return tuple(groups)
 
 
 def _mergeable(a: Frag, b: Frag) -> bool:
@@ -187,14 +211,14 @@ class PhysicalPlanner:
             if split and len(per_task) < f.tasks:
                 per_task = per_task + ((),) * (f.tasks - len(per_task))
             scans.append(ScanInput(f"scan_{k}", scan, per_task, split, note))
-        stage = Stage(len(self.stages), f.plan, f.tasks, tuple(scans), tuple(f.inputs), output)
+        stage = Stage(len(self.stages), f.plan, f.tasks, tuple(scans), tuple(f.inputs), output, schema_of(f.plan))
         self.stages.append(stage)
         return stage
 
     def exchange(self, f: Frag, mode: str, keys: tuple[str, ...] = ()) -> Frag:
         n = self.s.partitions if mode == "hash" else 1
         stage = self.cut(f, Output(mode, keys, n))
-        leaf = Exchange(stage.id, mode, f.plan.schema, keys)
+        leaf = stage.delivers(mode, keys)
         return Frag(leaf, n if mode == "hash" else 1, keys if mode == "hash" else None, [], [leaf])
 
     def broadcast(self, f: Frag) -> Frag:
@@ -202,7 +226,7 @@ class PhysicalPlanner:
         if f.self_contained and sum(s.source.bytes for s, _ in f.scans) <= self.s.replicate_bytes:
             return Frag(f.plan, 1, None, [(s, False) for s, _ in f.scans], [])
         stage = self.cut(f, Output("broadcast"))
-        leaf = Exchange(stage.id, "broadcast", f.plan.schema)
+        leaf = stage.delivers("broadcast")
         return Frag(leaf, 1, None, [], [leaf])
 
     @staticmethod
@@ -321,13 +345,12 @@ class PhysicalPlanner:
         each range in its own task; the ranges then concatenate in order."""
         n = self.s.partitions
         source = self.cut(c, Output("sampled", (key,), 2))
-        data = Exchange(source.id, "forward", c.plan.schema)
-        sampled = Exchange(source.id, "sample", (key,))
+        data = source.delivers("forward")
+        sampled = source.delivers("sample", (key,))
         fractions = ", ".join(f"{i / n!r}" for i in range(1, n))
         quantiles = sqlglot.parse_one(f'quantile_disc("{key}", [{fractions}])', read="duckdb")
         bounds_plan = Aggregate(sampled, (), (("__bounds", quantiles),))
-        bounds = Exchange(self.cut(Frag(bounds_plan, 1, None, [], [sampled]), Output("broadcast")).id,
-                          "broadcast", ("__bounds",))
+        bounds = self.cut(Frag(bounds_plan, 1, None, [], [sampled]), Output("broadcast")).delivers("broadcast")
         ordered = p.keys[0]
         below = f'len(list_filter(coalesce("__bounds", []), x -> x < "{key}"))'
         pid = below if not ordered.args.get("desc") else f"{n - 1} - {below}"
@@ -336,7 +359,7 @@ class PhysicalPlanner:
         tagged = Project(Join(data, bounds, "cross"), tuple((name, col(name)) for name in data.names)
                          + (("__pid", sqlglot.parse_one(pid_sql, read="duckdb")),))
         split = self.cut(Frag(tagged, c.tasks, None, [], [data, bounds]), Output("range", ("__pid",), n))
-        ranges = Exchange(split.id, "range", data.names)
+        ranges = split.delivers("range", ("__pid",))
         return Frag(Sort(ranges, p.keys), n, None, [], [ranges])
 
     def visit_limit(self, p: Limit) -> Frag:

@@ -1,0 +1,78 @@
+"""Arrow types of plan nodes, as DuckDB computes them.
+
+A plan node's names are checked at construction (``logical.py``); its types come from here:
+a scan's from its source's schema, an exchange's from the stage that feeds it, any other
+node's from DuckDB itself, which binds the node's SQL over *empty* tables of its inputs'
+types. So a stage's output schema is exactly what its fragments produce on real data, and a
+fragment that happens to receive no rows still returns that schema (``run_fragment`` casts).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+import pyarrow as pa
+
+from puffin.errors import InternalError
+from puffin.planner.logical import Exchange, Plan, Scan, walk
+from puffin.planner.sqlgen import input_name, to_sql
+
+_local = threading.local()
+
+
+def _db() -> duckdb.DuckDBPyConnection:
+    """One DuckDB per planning thread: typing holds no lock shared between queries."""
+    con = getattr(_local, "con", None)
+    if con is None:
+        con = _local.con = duckdb.connect()
+    return con
+
+
+def scan_schema(scan: Scan) -> pa.Schema:
+    """The scan's output: the source's columns under their internal names."""
+    fields = [scan.source.schema.field(c) for c in scan.columns]
+    return pa.schema([f.with_name(n).with_nullable(True) for f, n in zip(fields, scan.schema)])
+
+
+def read_schema(scan: Scan) -> pa.Schema:
+    """What the scan's reader registers: the source's columns under their own names."""
+    return pa.schema([scan.source.schema.field(c).with_nullable(True) for c in scan.columns])
+
+
+def schema_of(plan: Plan) -> pa.Schema:
+    """Output names and Arrow types of ``plan`` (memoised on the immutable node)."""
+    cached = plan.__dict__.get("_arrow_schema")
+    if cached is not None:
+        return cached
+    if isinstance(plan, Scan):
+        schema = scan_schema(plan)
+    elif isinstance(plan, Exchange):
+        if plan.types is None:
+            raise InternalError(f"exchange from stage {plan.stage_id} has no types")
+        schema = plan.types
+    else:
+        schema = _describe(plan)
+    object.__setattr__(plan, "_arrow_schema", schema)
+    return schema
+
+
+def _describe(plan: Plan) -> pa.Schema:
+    con = _db().cursor()
+    names: dict[int, str] = {}
+    try:
+        for node in walk(plan):
+            if isinstance(node, Scan) and id(node) not in names:
+                names[id(node)] = f"scan_{len(names)}"
+                con.register(names[id(node)], read_schema(node).empty_table())
+            elif isinstance(node, Exchange):
+                con.register(input_name(node.stage_id), schema_of(node).empty_table())
+        try:
+            out = con.sql(to_sql(plan, names)).limit(0).to_arrow_table().schema
+        except duckdb.Error as e:
+            raise InternalError(f"DuckDB cannot type a planned {type(plan).__name__}: {e}") from None
+    finally:
+        con.close()
+    if tuple(out.names) != tuple(plan.schema):
+        out = pa.schema([f.with_name(n) for f, n in zip(out, plan.schema)])
+    return out.remove_metadata()
