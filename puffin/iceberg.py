@@ -188,6 +188,7 @@ def _snapshot(tbl, full: str, table: exp.Table) -> int | None:
     return max(older, key=lambda s: s.timestamp_ms).snapshot_id
 
 
-def to_row_filter(filters, alias: str):
-    """pyiceberg's expression for the conjuncts it can evaluate; the rest stay in DuckDB."""
-    return translate(filters, alias, iceberg_backend())
+def to_row_filter(filters, columns: dict[str, str]):
+    """pyiceberg's expression for the conjuncts it can evaluate; the rest stay in DuckDB.
+    ``columns`` maps the scan's internal column names to the table's."""
+    return translate(filters, columns, iceberg_backend())

@@ -140,7 +140,7 @@ def test_reader_filters_are_implied_by_the_sql_filter_even_under_not():
 
     def keep(sql):
         e = sqlglot.parse_one(sql, read="duckdb")
-        expr = translate([e], "t", arrow_backend())
+        expr = translate([e], {"t.a": "a", "t.b": "b"}, arrow_backend())
         return sorted(r for r in (t.filter(expr) if expr is not None else t).column("a").to_pylist() if r is not None)
 
     assert keep('"t.a" > 2') == [3, 4]

@@ -6,12 +6,17 @@ rules (``rules``) -> stages at exchanges (``physical``) -> fragments (``fragment
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import pyarrow as pa
+
+from puffin.errors import InternalError, NotSupportedError
 from puffin.planner.bind import Binder
 from puffin.planner.builder import PlanBuilder
+from puffin.planner.fallback import fallback_plan
 from puffin.planner.logical import Plan
 from puffin.planner.parse import parse
 from puffin.planner.physical import PhysicalPlanner, Settings, Stage
@@ -30,15 +35,32 @@ class QueryPlan:
 def plan_query(
     sql: str, dialect: str, binder: Binder, settings_for: Callable[[dict[str, Source]], Settings]
 ) -> QueryPlan:
-    """Plan ``sql``; ``settings_for`` picks partition counts once the tables read are known."""
+    """Plan ``sql``; ``settings_for`` picks partition counts once the tables read are known.
+
+    What the distributed planner cannot split (sqlglot cannot optimize it, the builder does not
+    know a construct) runs whole in one DuckDB task instead (``fallback``), never refused."""
     start = time.perf_counter()
     bound = binder.bind(parse(sql, dialect), sql, dialect)
-    logical, names = PlanBuilder(binder.used).build(bound)
-    logical = apply_rules(logical)
+    width = len(binder.output_names)
+    try:
+        if bound is None:
+            raise NotSupportedError(binder.unplanned)
+        logical, names = PlanBuilder(binder.used).build(bound)
+        logical = apply_rules(logical)
+    except (NotSupportedError, InternalError) as e:
+        logical, names = fallback_plan(binder.resolved, binder.used, str(e), width), binder.output_names
     stages = PhysicalPlanner(settings_for(binder.used)).plan(logical)
-    if len(binder.output_names) == len(names):
+    if width == len(names):
         names = binder.output_names
+    stages[-1] = dataclasses.replace(stages[-1], schema=_result_schema(stages[-1], binder.output_schema))
     return QueryPlan(logical, stages, names, (time.perf_counter() - start) * 1000)
+
+
+def _result_schema(last: Stage, duckdb_schema: pa.Schema | None) -> pa.Schema:
+    """The final stage returns the types DuckDB returns for the whole query."""
+    if duckdb_schema is None or len(duckdb_schema) != len(last.schema):
+        return last.schema
+    return pa.schema([f.with_type(t) for f, t in zip(last.schema, duckdb_schema.types)])
 
 
 __all__ = ["Binder", "QueryPlan", "Settings", "plan_query"]

@@ -17,8 +17,9 @@ import re
 from collections.abc import Callable
 
 import duckdb
+import pyarrow as pa
 from sqlglot import exp
-from sqlglot.errors import OptimizeError, SqlglotError
+from sqlglot.errors import SqlglotError
 from sqlglot.optimizer import RULES as SQLGLOT_RULES
 from sqlglot.optimizer import optimize
 from sqlglot.optimizer.qualify import qualify
@@ -44,8 +45,12 @@ def _literal(node: exp.Expression):
     raise NotSupportedError(f"table function argument {node.sql('duckdb')} (use a literal)")
 
 
+def _function_name(func: exp.Func) -> str:
+    return (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
+
+
 def _reader_call(func: exp.Func) -> tuple[str, list[str], dict]:
-    name = (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
+    name = _function_name(func)
     kind = READERS.get(name)
     if kind is None:
         raise NotSupportedError(f"table function {name}(...)")
@@ -78,25 +83,33 @@ class Binder:
         self.default_namespace: str | None = None  # set: unregistered bare names go to the catalog
         self.used: dict[str, Source] = {}
         self.output_names: list[str] = []  # as DuckDB names the result columns
+        self.output_schema: pa.Schema | None = None  # and the Arrow types DuckDB returns them as
+        self.resolved: exp.Expression | None = None  # the statement with its tables resolved
+        self.unplanned = ""
         self._swapped = False
         self._validator = duckdb.connect()
         self._types: dict[int, dict[str, str]] = {}
 
-    def bind(self, stmt: exp.Expression, original_sql: str, dialect: str = "duckdb") -> exp.Expression:
+    def bind(self, stmt: exp.Expression, original_sql: str, dialect: str = "duckdb") -> exp.Expression | None:
+        """The optimized statement, or None when sqlglot's optimizer cannot take it (the planner
+        then runs ``self.resolved`` whole in DuckDB; ``self.unplanned`` says why)."""
         self.used = {}
         self._swapped = False
         stmt = self._resolve_tables(stmt)
+        self.resolved = stmt
         # DuckDB names unaliased result columns after the text it was given, so check the
         # user's own text when DuckDB can read it as is.
         as_written = dialect == "duckdb" and not self._swapped
         self._validate(original_sql if as_written else stmt.sql(dialect="duckdb"), original_sql)
         schema = {name: self._column_types(src) for name, src in self.used.items()}
+        self.unplanned = ""
         try:
             return optimize(stmt, schema=schema, dialect="duckdb", rules=AST_RULES)
-        except OptimizeError as e:
-            raise BindError(f"cannot resolve the query: {e}") from None
         except SqlglotError as e:
-            raise NotSupportedError(f"the planner cannot handle this query yet: {e}") from None
+            self.unplanned = f"sqlglot's optimizer: {str(e).splitlines()[0][:200]}"
+        except (AssertionError, KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as e:
+            self.unplanned = f"sqlglot's optimizer failed ({type(e).__name__})"
+        return None
 
     # -- tables ------------------------------------------------------------------------------
     def _resolve_tables(self, stmt: exp.Expression) -> exp.Expression:
@@ -105,6 +118,8 @@ class Binder:
         for table in list(stmt.find_all(exp.Table)):
             alias = table.alias
             if isinstance(table.this, exp.Func):
+                if _function_name(table.this) not in READERS:
+                    continue  # range(), generate_series(), ...: DuckDB computes them in the fallback
                 kind, paths, options = _reader_call(table.this)
                 src = self.resolve_files(paths if len(paths) > 1 else paths[0], kind, options)
                 self._swap(table, src, alias or _default_alias(paths[0]))
@@ -161,8 +176,9 @@ class Binder:
         for name, src in self.used.items():
             self._validator.register(name, src.schema.empty_table())
         try:
-            described = self._validator.execute("DESCRIBE " + sql.strip().rstrip(";")).fetchall()
-            self.output_names = [r[0] for r in described]
+            rel = self._validator.sql(sql.strip().rstrip(";"))
+            self.output_names = list(rel.columns)
+            self.output_schema = rel.limit(0).to_arrow_table().schema
         except duckdb.Error as e:
             raise translate_duckdb_error(e, original_sql, self.used) from None
         finally:

@@ -8,6 +8,8 @@ Project -> Aggregate(DISTINCT) -> Sort -> Limit. Rules then reshape it.
 
 from __future__ import annotations
 
+import itertools
+
 from sqlglot import exp
 
 from puffin.errors import NotSupportedError
@@ -26,11 +28,35 @@ from puffin.planner.logical import (
     and_all,
     col,
     conjuncts,
+    fresh,
 )
 from puffin.sources import Source
 
 Built = tuple[Plan, list[str]]  # plan and the user-facing names of its columns
 SUBQUERY_TYPES = (exp.Subquery, exp.Exists, exp.Select)
+# The clauses each node kind consumes; any other clause present is refused (and the statement
+# then runs whole in DuckDB), so nothing the user wrote is ever silently dropped.
+CONSUMED = {
+    exp.Select: {"with_", "expressions", "distinct", "from_", "joins", "where", "group", "having",
+                 "qualify", "order", "limit", "offset"},
+    exp.SetOperation: {"with_", "this", "expression", "distinct", "order", "limit", "offset"},
+    exp.Subquery: {"this", "alias"},
+    exp.Table: {"this", "alias", "db", "catalog"},
+    exp.Join: {"this", "on", "side", "kind"},
+    exp.Group: {"expressions", "all"},
+    exp.With: {"expressions"},
+    exp.Values: {"expressions", "alias"},
+}
+
+
+def check_consumed(node: exp.Expression) -> None:
+    """Raise NotSupportedError naming the first clause of ``node`` the builder would not use."""
+    for kind, consumed in CONSUMED.items():
+        if isinstance(node, kind):
+            for key, value in node.args.items():
+                if key not in consumed and value not in (None, False, [], ""):
+                    raise NotSupportedError(f"{key.upper().rstrip('_')} in {node.key.upper()}")
+            return
 
 
 def to_internal(e: exp.Expression) -> exp.Expression:
@@ -97,11 +123,14 @@ class PlanBuilder:
     def __init__(self, tables: dict[str, Source]):
         self.tables = {k.lower(): v for k, v in tables.items()}
         self.ctes: list[dict[str, exp.Expression]] = []
+        self._ids = itertools.count()
 
     # -- entry points -----------------------------------------------------------------------
     def build(self, node: exp.Expression) -> Built:
+        check_consumed(node)
         with_ = node.args.get("with_") or node.args.get("with")
         if with_ is not None:
+            check_consumed(with_)
             if with_.args.get("recursive"):
                 raise NotSupportedError("WITH RECURSIVE")
             self.ctes.append({c.alias_or_name.lower(): c.this for c in with_.expressions})
@@ -125,6 +154,7 @@ class PlanBuilder:
         return None
 
     def _relation(self, rel: exp.Expression) -> Plan:
+        check_consumed(rel)
         alias = rel.alias_or_name
         alias_arg = rel.args.get("alias")
         alias_cols = [c.name for c in alias_arg.columns] if isinstance(alias_arg, exp.TableAlias) else []
@@ -159,6 +189,7 @@ class PlanBuilder:
             return Values('SELECT 1 AS "__one"', ("__one",))
         plan = self._relation(from_.this)
         for j in sel.args.get("joins") or []:
+            check_consumed(j)
             right = self._relation(j.this)
             if j.args.get("using"):
                 raise NotSupportedError("JOIN ... USING that could not be resolved to ON")
@@ -204,34 +235,44 @@ class PlanBuilder:
         ordered = [o for o in order.expressions] if order is not None else []
         order_e = [to_internal(o.this) for o in ordered]
 
+        qualify = sel.args.get("qualify")
+        qualify_e = self._no_subqueries(to_internal(qualify.this), "QUALIFY") if qualify is not None else None
+
         group = sel.args.get("group")
+        if group is not None:
+            check_consumed(group)
         grouping_sets = (exp.Rollup, exp.Cube, exp.GroupingSets)
-        if group is not None and (
-            any(group.args.get(k) for k in ("rollup", "cube", "grouping_sets"))
-            or any(isinstance(g, grouping_sets) for g in group.expressions)
-        ):
+        if group is not None and any(isinstance(g, grouping_sets) for g in group.expressions):
             raise NotSupportedError("GROUP BY ROLLUP / CUBE / GROUPING SETS")
-        group_e = [to_internal(g) for g in group.expressions] if group is not None else []
-        scope = exprs + ([having_e] if having_e is not None else []) + order_e
-        aggs = _collect(scope, _is_aggregate)
-        if group_e or aggs:
+        if group is not None and group.args.get("all"):  # every select item without an aggregate
+            group_e = [e for e in exprs if not _collect([e], _is_aggregate) and e.find(exp.Window) is None]
+        else:
+            group_e = [to_internal(g) for g in group.expressions] if group is not None else []
+        extra = [x for x in (having_e, qualify_e) if x is not None]
+        aggs = _collect(exprs + extra + order_e, _is_aggregate)
+        if group is not None or aggs:
             keys = [(g.name if isinstance(g, exp.Column) else f"__k{i}", g) for i, g in enumerate(group_e)]
             named_aggs = [(f"__a{j}", a) for j, a in enumerate(aggs)]
             plan = Aggregate(plan, tuple(keys), tuple(named_aggs))
             pairs = [(a, col(n)) for n, a in named_aggs] + [(g, col(n)) for n, g in keys]
             exprs = [_replace(e, pairs) for e in exprs]
             having_e = _replace(having_e, pairs) if having_e is not None else None
+            qualify_e = _replace(qualify_e, pairs) if qualify_e is not None else None
             order_e = [_replace(e, pairs) for e in order_e]
         if having_e is not None:
             plan = Filter(plan, self._no_subqueries(having_e, "HAVING"))
 
-        windows = _collect(exprs + order_e, lambda n: isinstance(n, exp.Window))
+        windows = _collect(exprs + order_e + ([qualify_e] if qualify_e is not None else []),
+                           lambda n: isinstance(n, exp.Window))
         if windows:
             named_w = [(f"__w{i}", w) for i, w in enumerate(windows)]
             plan = Window(plan, tuple(named_w))
             pairs = [(w, col(n)) for n, w in named_w]
             exprs = [_replace(e, pairs) for e in exprs]
             order_e = [_replace(e, pairs) for e in order_e]
+            qualify_e = _replace(qualify_e, pairs) if qualify_e is not None else None
+        if qualify_e is not None:
+            plan = Filter(plan, qualify_e)
 
         out = _uniquify(names)
         proj = list(zip(out, exprs))
@@ -243,7 +284,7 @@ class PlanBuilder:
             else:
                 target = next((n for n, x in proj if x == e), None)
             if target is None:
-                target = f"__o{i}"
+                target = fresh(f"__o{i}", [n for n, _ in proj])
                 proj.append((target, e))
             k = o.copy()
             k.set("this", col(target))
@@ -269,7 +310,7 @@ class PlanBuilder:
         sub, _ = self.build(inner.args["query"].this)
         if len(sub.schema) != 1:
             raise NotSupportedError("IN (subquery) returning more than one column")
-        name = f"__in{id(inner)}"
+        name = f"__in{next(self._ids)}"  # deterministic: EXPLAIN is the same on every run
         sub = Project(sub, ((name, col(sub.schema[0])),))
         x = self._no_subqueries(to_internal(inner.this), "IN")
         cond: exp.Expression = exp.EQ(this=x, expression=col(name))

@@ -10,6 +10,7 @@ from puffin.planner.logical import (
     Filter,
     Join,
     Limit,
+    Native,
     Plan,
     Project,
     Scan,
@@ -52,6 +53,8 @@ def node_line(p: Plan, scans: dict[int, str]) -> str:
         return f"Limit {p.limit} offset {p.offset}"
     if isinstance(p, SetOp):
         return f"{p.kind.upper()}{'' if p.distinct else ' ALL'}"
+    if isinstance(p, Native):
+        return f"Fallback: the whole statement in one DuckDB task ({_short(p.reason, 90)})"
     if isinstance(p, Values):
         return f"Values {_short(p.sql, 60)}"
     return type(p).__name__

@@ -22,7 +22,7 @@ def _extra(scan):
         return None
     from puffin.iceberg import to_row_filter
 
-    return dataclasses.replace(ice.read, row_filter=to_row_filter(scan.filters, scan.alias))
+    return dataclasses.replace(ice.read, row_filter=to_row_filter(scan.filters, scan.column_map))
 
 
 def _arrow_filter(scan):
@@ -30,7 +30,7 @@ def _arrow_filter(scan):
     src = scan.source
     if src.kind in ("arrow", "iceberg") or (src.kind == "parquet" and src.storage is None):
         return None
-    return translate(scan.filters, scan.alias, arrow_backend())
+    return translate(scan.filters, scan.column_map, arrow_backend())
 
 
 def make_fragments(stage: Stage, cpus: int, memory_per_cpu: int | None) -> list[Fragment]:

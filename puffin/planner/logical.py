@@ -33,6 +33,16 @@ def columns_in(e: exp.Expression) -> set[str]:
     return {c.name for c in e.find_all(exp.Column) if c.name not in lambda_args or c.table}
 
 
+def fresh(name: str, taken) -> str:
+    """``name``, or ``name_1``, ``name_2``... whichever the columns in ``taken`` do not use."""
+    taken = {t.lower() for t in taken}
+    out, k = name, 0
+    while out.lower() in taken:
+        k += 1
+        out = f"{name}_{k}"
+    return out
+
+
 def conjuncts(e: exp.Expression | None) -> list[exp.Expression]:
     if e is None:
         return []
@@ -90,7 +100,13 @@ class Scan(Plan):
 
     @property
     def schema(self) -> tuple[str, ...]:
-        return tuple(f"{self.alias}.{c}" for c in self.columns)
+        # sqlglot normalises identifiers to lower case (DuckDB resolves them case-insensitively)
+        return tuple(f"{self.alias}.{c.lower()}" for c in self.columns)
+
+    @property
+    def column_map(self) -> dict[str, str]:
+        """Internal name -> the source's own column name."""
+        return dict(zip(self.schema, self.columns))
 
 
 @dataclass(frozen=True, eq=False)
@@ -251,6 +267,33 @@ class SetOp(Plan):
     @property
     def schema(self) -> tuple[str, ...]:
         return self.left.schema
+
+
+@dataclass(frozen=True, eq=False)
+class Native(Plan):
+    """A statement the distributed planner does not split, run whole by DuckDB in one task.
+
+    ``statement`` is the user's query (tables resolved) over the names in ``tables``; each is
+    bound to the matching plan in ``inputs`` (a scan of that table), whose columns it sees under
+    their own names (``columns``). ``reason`` says why the planner fell back (shown in EXPLAIN).
+    """
+
+    statement: exp.Expression
+    tables: tuple[str, ...]
+    inputs: tuple[Plan, ...]
+    columns: tuple[tuple[str, ...], ...]
+    names: tuple[str, ...]
+    reason: str
+
+    def children(self) -> tuple[Plan, ...]:
+        return self.inputs
+
+    def with_children(self, *children: Plan) -> Plan:
+        return dataclasses.replace(self, inputs=tuple(children))
+
+    @property
+    def schema(self) -> tuple[str, ...]:
+        return self.names
 
 
 def walk(plan: Plan):

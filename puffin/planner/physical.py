@@ -22,6 +22,7 @@ from puffin.planner.logical import (
     Filter,
     Join,
     Limit,
+    Native,
     Plan,
     Project,
     Scan,
@@ -31,6 +32,7 @@ from puffin.planner.logical import (
     Window,
     col,
     conjuncts,
+    fresh,
 )
 from puffin.planner.stats import rows, size
 from puffin.planner.types import schema_of
@@ -187,7 +189,7 @@ class PhysicalPlanner:
             else:
                 from puffin.iceberg import to_row_filter
 
-                units = ice.plan(to_row_filter(scan.filters, scan.alias))
+                units = ice.plan(to_row_filter(scan.filters, scan.column_map))
                 considered = len(scan.source.units)
                 size_ = sum(u.bytes for u in units)
                 note = (f"snapshot {ice.snapshot_id}: {len(units)} of {considered} files, "
@@ -347,19 +349,21 @@ class PhysicalPlanner:
         source = self.cut(c, Output("sampled", (key,), 2))
         data = source.delivers("forward")
         sampled = source.delivers("sample", (key,))
-        fractions = ", ".join(f"{i / n!r}" for i in range(1, n))
-        quantiles = sqlglot.parse_one(f'quantile_disc("{key}", [{fractions}])', read="duckdb")
-        bounds_plan = Aggregate(sampled, (), (("__bounds", quantiles),))
+        bounds_col, pid_col = fresh("__bounds", data.names), fresh("__pid", data.names)
+        fractions = exp.Array(expressions=[exp.Literal.number(i / n) for i in range(1, n)])
+        quantiles = exp.Anonymous(this="quantile_disc", expressions=[col(key), fractions])
+        bounds_plan = Aggregate(sampled, (), ((bounds_col, quantiles),))
         bounds = self.cut(Frag(bounds_plan, 1, None, [], [sampled]), Output("broadcast")).delivers("broadcast")
         ordered = p.keys[0]
-        below = f'len(list_filter(coalesce("__bounds", []), x -> x < "{key}"))'
+        below = "len(list_filter(coalesce(:b, []), x -> x < :k))"
         pid = below if not ordered.args.get("desc") else f"{n - 1} - {below}"
         null_pid = 0 if ordered.args.get("nulls_first") else n - 1
-        pid_sql = f'CASE WHEN "{key}" IS NULL THEN {null_pid} ELSE {pid} END'
+        template = sqlglot.parse_one(f"CASE WHEN :k IS NULL THEN {null_pid} ELSE {pid} END", read="duckdb")
+        pid_expr = exp.replace_placeholders(template, k=col(key), b=col(bounds_col))
         tagged = Project(Join(data, bounds, "cross"), tuple((name, col(name)) for name in data.names)
-                         + (("__pid", sqlglot.parse_one(pid_sql, read="duckdb")),))
-        split = self.cut(Frag(tagged, c.tasks, None, [], [data, bounds]), Output("range", ("__pid",), n))
-        ranges = split.delivers("range", ("__pid",))
+                         + ((pid_col, pid_expr),))
+        split = self.cut(Frag(tagged, c.tasks, None, [], [data, bounds]), Output("range", (pid_col,), n))
+        ranges = split.delivers("range", (pid_col,))
         return Frag(Sort(ranges, p.keys), n, None, [], [ranges])
 
     def visit_limit(self, p: Limit) -> Frag:
@@ -373,6 +377,15 @@ class PhysicalPlanner:
             c = self.exchange(c.with_plan(local), "gather")
         body = child.with_children(c.plan) if isinstance(child, Sort) else c.plan
         return c.with_plan(Limit(body, p.limit, p.offset), None)
+
+    def visit_native(self, p: Native) -> Frag:
+        """One task runs the whole statement; inputs read in parallel are gathered to it."""
+        kids = []
+        for child in p.inputs:
+            f = self.visit(child)
+            kids.append(self.exchange(f, "gather") if f.tasks > 1 else f)
+        plan = p.with_children(*(f.plan for f in kids))
+        return Frag(plan, 1, None, [s for f in kids for s in f.scans], [x for f in kids for x in f.inputs])
 
     def visit_setop(self, p: SetOp) -> Frag:
         L, R = self.visit(p.left), self.visit(p.right)

@@ -55,12 +55,12 @@ def value(e: exp.Expression):
     return None
 
 
-def translate(filters, alias: str, b: Backend):
-    prefix = alias + "."
+def translate(filters, columns: dict[str, str], b: Backend):
+    """``columns`` maps the scan's internal column names to the source's own."""
 
     def column(e):
-        if isinstance(e, exp.Column) and e.name.startswith(prefix) and not e.table:
-            return e.name[len(prefix):]
+        if isinstance(e, exp.Column) and not e.table:
+            return columns.get(e.name)
         return None
 
     def convert(e) -> tuple[Any, bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import singledispatch
 
+import sqlglot
 from sqlglot import exp
 
 from puffin.planner.logical import (
@@ -17,6 +18,7 @@ from puffin.planner.logical import (
     Filter,
     Join,
     Limit,
+    Native,
     Plan,
     Project,
     Scan,
@@ -120,3 +122,22 @@ def _(node: Limit, names: dict[int, str]) -> str:
 def _(node: SetOp, names: dict[int, str]) -> str:
     op = node.kind.upper() + ("" if node.distinct else " ALL")
     return f"(SELECT * FROM ({to_sql(node.left, names)})) {op} (SELECT * FROM ({to_sql(node.right, names)}))"
+
+
+@to_sql.register
+def _(node: Native, names: dict[int, str]) -> str:
+    """The user's statement, each table it reads bound by a CTE to the stage's input for it."""
+    stmt = node.statement.copy()
+    ctes = []
+    for table, child, cols in zip(node.tables, node.inputs, node.columns):
+        body = sqlglot.parse_one(
+            "SELECT " + ", ".join(f"{q(i)} AS {q(c)}" for i, c in zip(child.schema, cols))
+            + f" FROM ({to_sql(child, names)}) AS _t", read="duckdb")
+        ctes.append(exp.CTE(this=body, alias=exp.TableAlias(this=exp.to_identifier(table, quoted=True))))
+    if ctes:
+        with_ = stmt.args.get("with_")
+        if with_ is None:
+            stmt.set("with_", exp.With(expressions=ctes))
+        else:
+            with_.set("expressions", ctes + list(with_.expressions))
+    return stmt.sql(dialect="duckdb")

@@ -32,7 +32,7 @@ def prune(plan: Plan, need: set[str] | None) -> Plan:
         if need is None:
             return plan
         keep = need | _cols(plan.filters)
-        columns = tuple(c for c in plan.columns if f"{plan.alias}.{c}" in keep)
+        columns = tuple(c for n, c in plan.column_map.items() if n in keep)
         if not columns:  # SELECT count(*): read the narrowest thing there is
             columns = plan.columns[:1]
         return dataclasses.replace(plan, columns=columns)
