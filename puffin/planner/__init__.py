@@ -42,14 +42,16 @@ def plan_query(
     start = time.perf_counter()
     bound = binder.bind(parse(sql, dialect), sql, dialect)
     width = len(binder.output_names)
+    settings = settings_for(binder.used)
     try:
         if bound is None:
             raise NotSupportedError(binder.unplanned)
         logical, names = PlanBuilder(binder.used).build(bound)
         logical = apply_rules(logical)
+        stages = PhysicalPlanner(settings).plan(logical)
     except (NotSupportedError, InternalError) as e:
         logical, names = fallback_plan(binder.resolved, binder.used, str(e), width), binder.output_names
-    stages = PhysicalPlanner(settings_for(binder.used)).plan(logical)
+        stages = PhysicalPlanner(settings).plan(logical)
     if width == len(names):
         names = binder.output_names
     stages[-1] = dataclasses.replace(stages[-1], schema=_result_schema(stages[-1], binder.output_schema))

@@ -13,6 +13,7 @@ import itertools
 from sqlglot import exp
 
 from puffin.errors import NotSupportedError
+from puffin.planner.grouping import GID, expand, grouping_sets
 from puffin.planner.logical import (
     Aggregate,
     Filter,
@@ -233,7 +234,11 @@ class PlanBuilder:
         having_e = to_internal(having.this) if having is not None else None
         order = sel.args.get("order")
         ordered = [o for o in order.expressions] if order is not None else []
-        order_e = [to_internal(o.this) for o in ordered]
+        if len(ordered) == 1 and isinstance(ordered[0].this, exp.Var) and ordered[0].this.name.upper() == "ALL":
+            ordered = [ordered[0].copy() for _ in exprs]  # ORDER BY ALL: every select item, in order
+            for o, e in zip(ordered, exprs):
+                o.set("this", e.copy())
+        order_e = [to_internal(o.this) for o in ordered]  # (select items are internal already)
 
         qualify = sel.args.get("qualify")
         qualify_e = self._no_subqueries(to_internal(qualify.this), "QUALIFY") if qualify is not None else None
@@ -241,20 +246,27 @@ class PlanBuilder:
         group = sel.args.get("group")
         if group is not None:
             check_consumed(group)
-        grouping_sets = (exp.Rollup, exp.Cube, exp.GroupingSets)
-        if group is not None and any(isinstance(g, grouping_sets) for g in group.expressions):
-            raise NotSupportedError("GROUP BY ROLLUP / CUBE / GROUPING SETS")
         if group is not None and group.args.get("all"):  # every select item without an aggregate
             group_e = [e for e in exprs if not _collect([e], _is_aggregate) and e.find(exp.Window) is None]
         else:
             group_e = [to_internal(g) for g in group.expressions] if group is not None else []
+        sets = grouping_sets(group_e)
+        key_pairs: list[tuple[exp.Expression, exp.Expression]] = []
+        if sets is None and any(e.find(exp.Grouping) for e in exprs + [having_e, qualify_e] + order_e if e):
+            sets = [group_e]  # GROUPING() over a plain GROUP BY: one set
+        if sets is not None:
+            plan, key_names, key_pairs, grouping = expand(plan, sets)
+            exprs, order_e = [grouping(e) for e in exprs], [grouping(e) for e in order_e]
+            having_e = grouping(having_e) if having_e is not None else None
+            qualify_e = grouping(qualify_e) if qualify_e is not None else None
+            group_e = [col(n) for n in key_names] + [col(GID)]
         extra = [x for x in (having_e, qualify_e) if x is not None]
         aggs = _collect(exprs + extra + order_e, _is_aggregate)
         if group is not None or aggs:
             keys = [(g.name if isinstance(g, exp.Column) else f"__k{i}", g) for i, g in enumerate(group_e)]
             named_aggs = [(f"__a{j}", a) for j, a in enumerate(aggs)]
             plan = Aggregate(plan, tuple(keys), tuple(named_aggs))
-            pairs = [(a, col(n)) for n, a in named_aggs] + [(g, col(n)) for n, g in keys]
+            pairs = [(a, col(n)) for n, a in named_aggs] + [(g, col(n)) for n, g in keys] + key_pairs
             exprs = [_replace(e, pairs) for e in exprs]
             having_e = _replace(having_e, pairs) if having_e is not None else None
             qualify_e = _replace(qualify_e, pairs) if qualify_e is not None else None
