@@ -1,9 +1,8 @@
 """Arrow types of plan nodes, as DuckDB computes them.
 
 A plan node's names are checked at construction (``logical.py``); its types come from here:
-a scan's from its source's schema, an exchange's from the stage that feeds it, any other
-node's from DuckDB itself, which binds the node's SQL over *empty* tables of its inputs'
-types. So a stage's output schema is exactly what its fragments produce on real data, and a
+an exchange's from the stage that feeds it, any other node's from DuckDB itself, which binds
+the node's SQL over *empty* tables of its inputs' types (a scan's: its source's schema). So a stage's output schema is exactly what its fragments produce on real data, and a
 fragment that happens to receive no rows still returns that schema (``run_fragment`` casts).
 """
 
@@ -29,12 +28,6 @@ def _db() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def scan_schema(scan: Scan) -> pa.Schema:
-    """The scan's output: the source's columns under their internal names."""
-    fields = [scan.source.schema.field(c) for c in scan.columns]
-    return pa.schema([f.with_name(n).with_nullable(True) for f, n in zip(fields, scan.schema)])
-
-
 def read_schema(scan: Scan) -> pa.Schema:
     """What the scan's reader registers: the source's columns under their own names."""
     return pa.schema([scan.source.schema.field(c).with_nullable(True) for c in scan.columns])
@@ -45,9 +38,7 @@ def schema_of(plan: Plan) -> pa.Schema:
     cached = plan.__dict__.get("_arrow_schema")
     if cached is not None:
         return cached
-    if isinstance(plan, Scan):
-        schema = scan_schema(plan)
-    elif isinstance(plan, Exchange):
+    if isinstance(plan, Exchange):
         if plan.types is None:
             raise InternalError(f"exchange from stage {plan.stage_id} has no types")
         schema = plan.types
