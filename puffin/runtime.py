@@ -4,7 +4,8 @@ Each stage's fragments run as Ray tasks. A hash-partitioning task returns one ob
 output partition (plus its metrics), and a consumer task receives exactly the objects it reads
 as arguments, so data moves worker to worker through the object store and never through the
 driver; only the final stage's single partition comes back. Tasks (not actors) are used so
-Ray retries a fragment whose worker died and rebuilds lost outputs from lineage.
+Ray retries a fragment whose worker died and rebuilds lost outputs from lineage. A query that
+fails, times out or is interrupted has all its tasks cancelled (``Executor.run``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 import traceback
 from typing import Any
 
@@ -19,12 +21,15 @@ import pyarrow as pa
 import ray
 import ray.exceptions
 
-from puffin.errors import ExecutionError, PuffinError, TransientError
+from puffin.errors import ExecutionError, PuffinError, QueryCancelled, TransientError
 from puffin.operators.fragment import Fragment, Metrics, run_fragment
 from puffin.planner.physical import Stage
 
 MAX_RETRIES = 3
 KILL_ONCE_ENV = "PUFFIN_TEST_KILL_WORKER_ONCE"  # "<marker path>:<stage id>" (fault-injection tests)
+POLL_S = 0.1  # the driver wakes this often while a query runs: Ctrl-C, timeout, a failed task
+CANCEL_FORCE = True  # end a cancelled task's worker: DuckDB in native code ignores KeyboardInterrupt
+CANCEL_SETTLE_S = 10.0  # longest wait for a cancelled query's tasks to settle
 
 
 def ensure_started(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -114,8 +119,23 @@ class Executor:
 
     def run(self, stages: list[Stage], fragments: dict[int, list[Fragment]], analyze: bool = False,
             timeout: float | None = None):
+        """Run the stages' fragments; return the final table and (``analyze``) every task's metrics.
+
+        The driver waits in short slices, so a failed task, ``timeout`` seconds passing (counted
+        from the first submission) or a KeyboardInterrupt is seen at once. Then every task of the
+        query is cancelled (a running one by ending its worker process, the only way to stop
+        DuckDB inside native code), its CPU is free for the next query, and every errored object
+        is consumed so Ray prints no "Unhandled error" for it later. A timeout raises
+        ``QueryCancelled``; a KeyboardInterrupt is re-raised as it is (Python's convention: Ctrl-C
+        stops the program unless the caller chose to catch it); a failed fragment raises
+        ``ExecutionError`` (or the ``PuffinError`` it raised), lost workers ``TransientError``.
+        """
+        if timeout is not None and timeout <= 0:
+            raise PuffinError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
         outputs: dict[int, list[list[ray.ObjectRef]]] = {}
         metric_refs: list[ray.ObjectRef] = []
+        tasks: list[list[ray.ObjectRef]] = []  # every task's return objects, to cancel and drain
         try:
             for stage in stages:
                 outs = []
@@ -129,16 +149,71 @@ class Executor:
                         args.extend(pieces)
                     n_out = _output_count(stage)
                     refs = _run.options(num_returns=n_out + 1, num_cpus=1).remote(frag, tuple(layout), n_tables, *args)
+                    tasks.append(refs)
                     outs.append(refs[:-1])
                     metric_refs.append(refs[-1])
                 outputs[stage.id] = outs
+            metrics = _await(metric_refs, deadline)
             result = ray.get(outputs[stages[-1].id][0][0])
-            metrics: list[Metrics] = ray.get(metric_refs) if analyze else []
+        except _TimedOut:
+            _abandon(tasks)
+            raise QueryCancelled(f"the query ran past its timeout of {timeout:g} s and was cancelled") from None
         except ray.exceptions.RayTaskError as err:
+            _abandon(tasks)
             cause = err.cause
             if isinstance(cause, PuffinError):
                 raise cause from None
             raise ExecutionError(f"a fragment failed: {cause!r}", None, str(err)) from None
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError) as err:
+            _abandon(tasks)
             raise TransientError(f"workers were lost beyond {MAX_RETRIES} retries: {err}") from err
-        return result, metrics
+        except BaseException:  # KeyboardInterrupt (re-raised as it is) or anything unexpected
+            _abandon(tasks)
+            raise
+        return result, metrics if analyze else []
+
+
+class _TimedOut(Exception):
+    pass
+
+
+def _await(metric_refs: list[ray.ObjectRef], deadline: float | None) -> list[Metrics]:
+    """Every task's metrics, i.e. wait for every task to finish, waking every ``POLL_S``.
+
+    A task's metrics object is tiny and ready exactly when the task is done, so fetching each
+    as it comes raises a failed task's error at once (not only when it reaches the final
+    stage), and no data passes through the driver. Waking lets Python deliver a
+    KeyboardInterrupt and lets the deadline pass.
+    """
+    pending, done = list(metric_refs), []
+    while pending:
+        wait = POLL_S
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+            if wait <= 0:
+                raise _TimedOut
+        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=wait)
+        if ready:
+            done.extend(ray.get(ready))
+    return done
+
+
+def _abandon(tasks: list[list[ray.ObjectRef]]) -> None:
+    """Cancel every task of a query that will not finish, and drain what they return.
+
+    ``force=True`` ends the worker process of a task still running: ``force=False`` only raises
+    KeyboardInterrupt in the task's Python code, which DuckDB executing a statement in native
+    code does not see (measured: the CPU stayed busy until the statement ended). Tasks not yet
+    started are dropped and finished ones are left alone. Cancelled tasks are not retried. The
+    next task then starts a fresh worker process (about a second, once).
+
+    Ray prints "Unhandled error" for a task's error object freed without having been read (a
+    sibling that failed too, a consumer that failed on its input). Waiting on an object reads
+    it, so the query's objects are waited on (not fetched) until all have settled; the
+    cancelled ones settle as TaskCancelledError, which Ray does not report.
+    """
+    for refs in tasks:
+        ray.cancel(refs[0], force=CANCEL_FORCE, recursive=True)  # a finished task: nothing happens
+    every = [r for refs in tasks for r in refs]
+    if every:
+        ray.wait(every, num_returns=len(every), timeout=CANCEL_SETTLE_S, fetch_local=False)
