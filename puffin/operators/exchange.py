@@ -1,8 +1,9 @@
 """Split a fragment's output into hash partitions.
 
 Keys are hashed by DuckDB after casting to a canonical type per family (numbers to DOUBLE,
-text to VARCHAR, dates and times to TIMESTAMP), so equal join keys of different widths
-(INTEGER vs BIGINT, DECIMAL(12,2) vs DECIMAL(15,2)) land in the same partition on both sides.
+dates and timestamps to TIMESTAMP, TIME and INTERVAL as they are, anything else to VARCHAR),
+so equal join keys of different widths (INTEGER vs BIGINT, DECIMAL(12,2) vs DECIMAL(15,2))
+land in the same partition on both sides.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ def _canonical(name: str, t: pa.DataType) -> str:
     quoted = '"' + name.replace('"', '""') + '"'
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
         return f"CAST({quoted} AS DOUBLE)"
-    if pa.types.is_temporal(t):
+    if pa.types.is_date(t) or pa.types.is_timestamp(t):
         return f"CAST({quoted} AS TIMESTAMP)"
+    if pa.types.is_temporal(t) or pa.types.is_interval(t):  # TIME, INTERVAL: hashed as they are
+        return quoted
     return f"CAST({quoted} AS VARCHAR)"
 
 
