@@ -69,6 +69,13 @@ def _maybe_die(fragment: Fragment) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _error_text(e: Exception) -> str:
+    """DuckDB's messages name their kind ("Out of Range Error: ..."); others get their type."""
+    if type(e).__module__.startswith("duckdb"):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
 @ray.remote(max_retries=MAX_RETRIES)
 def _run(fragment: Fragment, layout: tuple[int, ...], n_tables: int, *args: Any):
     _maybe_die(fragment)
@@ -83,7 +90,7 @@ def _run(fragment: Fragment, layout: tuple[int, ...], n_tables: int, *args: Any)
         parts, metrics = run_fragment(fragment, inputs, tables)
     except Exception as e:  # noqa: BLE001 - any failure of a fragment: name the stage, keep the cause
         raise ExecutionError(
-            f"stage {fragment.stage_id} task {fragment.task} failed: {type(e).__name__}: {e}",
+            f"stage {fragment.stage_id} task {fragment.task} failed: {_error_text(e)}",
             fragment.stage_id,
             traceback.format_exc(),
         ) from None

@@ -138,8 +138,8 @@ class Connection:
         return planned
 
     def sql(self, query: str, dialect: str = "duckdb", timeout: float | None = None) -> Result:
-        """Run ``query``; past ``timeout`` seconds (or on KeyboardInterrupt) its tasks are
-        cancelled and ``QueryCancelled`` is raised."""
+        """Run ``query``. Past ``timeout`` seconds its tasks are cancelled and ``QueryCancelled``
+        is raised; on KeyboardInterrupt they are cancelled and the interrupt goes on up."""
         from puffin import runtime
 
         with self._lock:
@@ -205,5 +205,5 @@ def default_connection() -> Connection:
     return _default
 
 
-def sql(query: str, dialect: str = "duckdb") -> Result:
-    return default_connection().sql(query, dialect)
+def sql(query: str, dialect: str = "duckdb", timeout: float | None = None) -> Result:
+    return default_connection().sql(query, dialect, timeout)
