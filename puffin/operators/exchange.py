@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from puffin.operators.sqltext import ident
+
 
 def _canonical(name: str, t: pa.DataType) -> str:
-    quoted = '"' + name.replace('"', '""') + '"'
+    quoted = ident(name)
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
         return f"CAST({quoted} AS DOUBLE)"
     if pa.types.is_date(t) or pa.types.is_timestamp(t):

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from puffin.operators.exchange import hash_partition, range_partition, sample
 from puffin.operators.scan import ScanRead, conform, parquet_sql, read_scan
+from puffin.operators.sqltext import ident
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def run_fragment(
         for read in fragment.scans:
             native = parquet_sql(read) if read.native else None
             if native is not None:  # DuckDB reads local Parquet itself: filters reach row groups
-                cur.execute(f'CREATE OR REPLACE TEMP VIEW "{read.name}" AS {native}')
+                cur.execute(f"CREATE OR REPLACE TEMP VIEW {ident(read.name)} AS {native}")
                 metrics.rows_in += sum(u.rows for u in read.units)
                 metrics.bytes_in += sum(u.bytes for u in read.units)
                 continue

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from puffin.operators.sqltext import ident, literal
 from puffin.sources import ScanUnit, _file_format
 from puffin.storage import S3Config, s3_filesystem, storage_error
 
@@ -53,10 +54,6 @@ def _partition_expr(schema: pa.Schema, values) -> pc.Expression | None:
     return expr
 
 
-def _lit(path: str) -> str:
-    return "'" + path.replace("'", "''") + "'"
-
-
 @functools.lru_cache(maxsize=256)
 def sql_types(schema: pa.Schema) -> tuple[str, ...]:
     """DuckDB's names for the types of ``schema`` (as DuckDB would read such Arrow columns)."""
@@ -66,10 +63,6 @@ def sql_types(schema: pa.Schema) -> tuple[str, ...]:
         return tuple(r[1] for r in con.execute("DESCRIBE __t").fetchall())
     finally:
         con.close()
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def parquet_sql(read: ScanRead) -> str | None:
@@ -91,7 +84,7 @@ def parquet_sql(read: ScanRead) -> str | None:
 
     def select(partition: tuple[tuple[str, Any], ...]) -> str:
         values = dict(partition)
-        cols = [f"CAST({_q(c) if c not in partition_cols else _value(values.get(c))} AS {types[c]}) AS {_q(c)}"
+        cols = [f"CAST({ident(c) if c not in partition_cols else literal(values.get(c))} AS {types[c]}) AS {ident(c)}"
                 for c in read.columns]
         return ", ".join(cols) if cols else "NULL AS __none"
 
@@ -102,21 +95,13 @@ def parquet_sql(read: ScanRead) -> str | None:
             whole.setdefault(units[0].partition, []).append(path)
             continue
         cond = " OR ".join(f"(file_row_number >= {a} AND file_row_number < {b})" for a, b in _ranges(units))
-        parts.append(f"SELECT {select(units[0].partition)} FROM read_parquet({_lit(path)}, file_row_number=true, "
+        parts.append(f"SELECT {select(units[0].partition)} FROM read_parquet({literal(path)}, file_row_number=true, "
                      f"hive_partitioning=false, union_by_name=true) WHERE {cond}")
     for partition, paths in whole.items():
-        files = "[" + ", ".join(_lit(p) for p in paths) + "]"
+        files = "[" + ", ".join(literal(p) for p in paths) + "]"
         parts.append(f"SELECT {select(partition)} FROM read_parquet({files}, hive_partitioning=false, "
                      "union_by_name=true)")
     return " UNION ALL ".join(parts)
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, str):
-        return _lit(v)
-    if v is None:
-        return "NULL"
-    return repr(v)
 
 
 def _ranges(units: list[ScanUnit]) -> list[tuple[int, int]]:

@@ -12,6 +12,7 @@ from functools import singledispatch
 import sqlglot
 from sqlglot import exp
 
+from puffin.operators.sqltext import ident
 from puffin.planner.logical import (
     Aggregate,
     Exchange,
@@ -31,10 +32,6 @@ from puffin.planner.logical import (
 JOIN_SQL = {"inner": "JOIN", "left": "LEFT JOIN", "full": "FULL OUTER JOIN", "semi": "SEMI JOIN", "anti": "ANTI JOIN"}
 
 
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def e(x: exp.Expression) -> str:
     return x.sql(dialect="duckdb")
 
@@ -50,8 +47,8 @@ def to_sql(node: Plan, names: dict[int, str]) -> str:
 
 @to_sql.register
 def _(node: Scan, names: dict[int, str]) -> str:
-    cols = ", ".join(f"{q(c)} AS {q(o)}" for c, o in zip(node.columns, node.schema))
-    sql = f"SELECT {cols} FROM {q(names[id(node)])}"
+    cols = ", ".join(f"{ident(c)} AS {ident(o)}" for c, o in zip(node.columns, node.schema))
+    sql = f"SELECT {cols} FROM {ident(names[id(node)])}"
     if node.filters:
         sql = f"SELECT * FROM ({sql}) AS _s WHERE " + " AND ".join(f"({e(f)})" for f in node.filters)
     return sql
@@ -74,7 +71,7 @@ def _(node: Filter, names: dict[int, str]) -> str:
 
 @to_sql.register
 def _(node: Project, names: dict[int, str]) -> str:
-    cols = ", ".join(f"{e(x)} AS {q(n)}" for n, x in node.exprs)
+    cols = ", ".join(f"{e(x)} AS {ident(n)}" for n, x in node.exprs)
     return f"SELECT {cols} FROM ({to_sql(node.child, names)}) AS _t"
 
 
@@ -89,7 +86,7 @@ def _(node: Join, names: dict[int, str]) -> str:
 
 @to_sql.register
 def _(node: Aggregate, names: dict[int, str]) -> str:
-    cols = ", ".join(f"{e(x)} AS {q(n)}" for n, x in node.keys + node.aggs)
+    cols = ", ".join(f"{e(x)} AS {ident(n)}" for n, x in node.keys + node.aggs)
     sql = f"SELECT {cols} FROM ({to_sql(node.child, names)}) AS _t"
     if node.keys:
         sql += " GROUP BY " + ", ".join(e(x) for _, x in node.keys)
@@ -98,7 +95,7 @@ def _(node: Aggregate, names: dict[int, str]) -> str:
 
 @to_sql.register
 def _(node: Window, names: dict[int, str]) -> str:
-    cols = ", ".join(f"{e(x)} AS {q(n)}" for n, x in node.windows)
+    cols = ", ".join(f"{e(x)} AS {ident(n)}" for n, x in node.windows)
     return f"SELECT *, {cols} FROM ({to_sql(node.child, names)}) AS _t"
 
 
@@ -131,7 +128,7 @@ def _(node: Native, names: dict[int, str]) -> str:
     ctes = []
     for table, child, cols in zip(node.tables, node.inputs, node.columns):
         body = sqlglot.parse_one(
-            "SELECT " + ", ".join(f"{q(i)} AS {q(c)}" for i, c in zip(child.schema, cols))
+            "SELECT " + ", ".join(f"{ident(i)} AS {ident(c)}" for i, c in zip(child.schema, cols))
             + f" FROM ({to_sql(child, names)}) AS _t", read="duckdb")
         ctes.append(exp.CTE(this=body, alias=exp.TableAlias(this=exp.to_identifier(table, quoted=True))))
     if ctes:
