@@ -49,11 +49,13 @@ class RayBackends:
     def __init__(self) -> None:
         self.current: str | None = None
         self.cluster = None
+        self.generation = 0  # bumped on every (re)start: connections of an earlier Ray are stale
 
     def use(self, name: str, env: dict[str, str] | None = None) -> None:
         if self.current == name and env is None:
             return
         self.stop()
+        self.generation += 1
         opts = {"log_to_driver": False}
         if name == "cluster":
             from ray.cluster_utils import Cluster
