@@ -12,14 +12,17 @@ import fnmatch
 import glob
 import itertools
 import os
+import re
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from puffin.errors import BindError, NotSupportedError, PuffinError
+from puffin.errors import BindError, NotSupportedError
 from puffin.storage import S3Config, is_s3, s3_filesystem, storage_error, strip_scheme
 
 FORMATS = {
@@ -227,17 +230,26 @@ def _from_files(name, location, fmt, options, s3, fs) -> Source:
                                  partitioning=partitioning, partition_base_dir=base or location)
         else:
             dataset = ds.dataset(files, format=_file_format(kind, options), filesystem=fs)
-    except pa.ArrowInvalid as e:
-        raise BindError(f"cannot read {kind} files at {location!r}: {e}") from e
-    except OSError as e:
-        if fs is not None:
-            raise
-        raise PuffinError(f"cannot read {kind} files at {location!r}: {e}") from e
+    except (pa.ArrowException, OSError) as e:
+        if fs is not None and isinstance(e, OSError):
+            raise  # from_path names the object store's problem (access, bucket, network)
+        path = next((f for f in files if f in str(e)), None)
+        if path is not None:
+            raise _unreadable(kind, _shown(path, fs), e, name) from None
+        of = f" (table {name!r})" if name != location else ""
+        raise BindError(f"cannot read {kind} files at {location!r}{of}: {_reason(kind, e)}") from None
     units: list[ScanUnit] = []
+    footers: list[tuple[str, pa.Schema]] = []  # each Parquet file's own schema, from its footer
     for frag in dataset.get_fragments():
         part = tuple(sorted(ds.get_partition_keys(frag.partition_expression).items()))
         if kind == "parquet":
-            meta = frag.metadata
+            try:
+                meta = frag.metadata
+                footers.append((frag.path, frag.physical_schema))  # kept with the footer: no new read
+            except (pa.ArrowException, OSError) as e:
+                if fs is not None and isinstance(e, OSError):
+                    raise  # from_path names the object store's problem
+                raise _unreadable(kind, _shown(frag.path, fs), e, name) from None
             first = 0
             for i in range(meta.num_row_groups):
                 rg = meta.row_group(i)
@@ -247,4 +259,141 @@ def _from_files(name, location, fmt, options, s3, fs) -> Source:
         else:
             size = fs.get_file_info(frag.path).size if fs else os.path.getsize(frag.path)
             units.append(ScanUnit(max(1, size // 100), size, frag.path, None, partition=part))
-    return Source(name, kind, dataset.schema, tuple(units), location, tuple(options.items()), storage=s3)
+    schema = _unified_schema(dataset.schema, footers, name, fs) if footers else dataset.schema
+    return Source(name, kind, schema, tuple(units), location, tuple(options.items()), storage=s3)
+
+
+# -- unreadable files -----------------------------------------------------------------------------
+def _shown(path: str, fs) -> str:
+    return f"s3://{path}" if fs is not None else path
+
+
+def _reason(kind: str, e: Exception) -> str:
+    text = str(e)
+    if "file size is 0 bytes" in text:
+        return "the file is empty (0 bytes)"
+    if "magic bytes not found" in text:
+        return ("it is not a Parquet file, or it is truncated (no Parquet footer at its end)"
+                if kind == "parquet" else "it is not in the expected format")
+    text = re.sub(r"^.*?(?:Is this a '\w+' file\?: |Could not open \w+ input source '[^']*': )", "", text)
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _unreadable(kind: str, path: str, e: Exception, table: str) -> BindError:
+    of = f" (table {table!r})" if table != path else ""
+    return BindError(f"cannot read {kind} file {path!r}{of}: {_reason(kind, e)}")
+
+
+# -- one schema for files whose types differ ------------------------------------------------------
+_duck_lock = threading.Lock()
+_duck = None
+
+
+def _unified_schema(first: pa.Schema, footers: list[tuple[str, pa.Schema]], table: str, fs) -> pa.Schema:
+    """The table's schema over all its Parquet files, as DuckDB's ``read_parquet(...,
+    union_by_name=true)`` reads them: columns by name (missing ones NULL), each column of the
+    type DuckDB unifies the files' types to (int32 + int64 -> int64, decimal(12,2) +
+    decimal(15,2) -> decimal(15,2), string + large_string -> string). Types without a common
+    type (a number in one file, text in another) are an error naming the files and column.
+    ``first`` is pyarrow's schema (the first file's, then Hive partition columns); it is kept
+    as it is when every file agrees with it."""
+    head = footers[0][1]
+    text = _schema_text(head)
+    if all(_schema_text(s) == text for _, s in footers[1:]):  # about 3 us a file
+        return first
+    order: list[str] = []
+    seen: dict[str, list[tuple[str, pa.Field]]] = {}
+    for path, schema in footers:
+        for f in schema:
+            if f.name not in seen:
+                order.append(f.name)
+                seen[f.name] = []
+            seen[f.name].append((path, f))
+    fields = []
+    for col in order:
+        found = seen[col]
+        distinct: list[pa.DataType] = []
+        for _, f in found:
+            if not any(f.type.equals(t) for t in distinct):
+                distinct.append(f.type)
+        typ = distinct[0] if len(distinct) == 1 else _common_type(col, found, table, fs)
+        nullable = len(found) < len(footers) or any(f.nullable for _, f in found)
+        fields.append(pa.field(col, typ, nullable))
+    physical = set(order)
+    fields += [f for f in first if f.name not in physical]  # Hive partition columns
+    return pa.schema(fields)
+
+
+def _schema_text(schema: pa.Schema) -> str:
+    """Names, types and nullability (cold, this compares faster than Schema.equals)."""
+    return schema.to_string(show_field_metadata=False, show_schema_metadata=False)
+
+
+def _family(t: pa.DataType):
+    """What kind of value a type holds; types of different kinds have no common type."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_null(t):
+        return None
+    if pa.types.is_boolean(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "number"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", bool)(t):
+        return "text"
+    if (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            or getattr(pa.types, "is_binary_view", bool)(t)):
+        return "binary"
+    if pa.types.is_date(t) or pa.types.is_timestamp(t):
+        return "date/time"
+    if pa.types.is_time(t):
+        return "time of day"
+    if pa.types.is_duration(t) or pa.types.is_interval(t):
+        return "interval"
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) \
+            or getattr(pa.types, "is_list_view", bool)(t):
+        return ("list", _family(t.value_type))
+    if pa.types.is_struct(t):
+        return "struct"
+    if pa.types.is_map(t):
+        return "map"
+    return str(t)
+
+
+def _common_type(col: str, found: list[tuple[str, pa.Field]], table: str, fs) -> pa.DataType:
+    distinct: list[tuple[str, pa.DataType]] = []  # each type, with the first file that has it
+    for path, f in found:
+        if not any(f.type.equals(t) for _, t in distinct):
+            distinct.append((path, f.type))
+    kinds: dict[Any, tuple[str, pa.DataType]] = {}
+    for path, t in distinct:
+        kinds.setdefault(_family(t), (path, t))
+    kinds.pop(None, None)
+    (p1, t1), (p2, t2) = list(kinds.values())[:2] if len(kinds) > 1 else distinct[:2]
+    of = f" of table {table!r}" if not any(table == _shown(p, fs) for p, _ in distinct) else ""
+    clash = BindError(
+        f"column {col!r}{of} has types with no common type in its files: "
+        f"{t1} in {_shown(p1, fs)!r} but {t2} in {_shown(p2, fs)!r}; "
+        "rewrite the files with one type, or register them as separate tables")
+    if len(kinds) > 1 and set(kinds) != {"text", "binary"}:
+        raise clash
+    try:
+        return _duckdb_common_type([t for _, t in distinct])
+    except (duckdb.Error, pa.ArrowException, KeyError):
+        raise clash from None
+
+
+def _duckdb_common_type(types: list[pa.DataType]) -> pa.DataType:
+    """The Arrow type DuckDB gives a column of these types unified (UNION ALL BY NAME, the rule
+    ``read_parquet(..., union_by_name=true)`` follows), found on empty tables."""
+    global _duck
+    with _duck_lock:
+        if _duck is None:
+            _duck = duckdb.connect()
+        names = [f"__unify_{i}" for i in range(len(types))]
+        try:
+            for n, t in zip(names, types):
+                _duck.register(n, pa.schema([pa.field("c", t)]).empty_table())
+            rel = _duck.sql(" UNION ALL BY NAME ".join(f"SELECT c FROM {n}" for n in names))
+            return rel.limit(0).to_arrow_table().schema.field("c").type
+        finally:
+            for n in names:
+                _duck.unregister(n)
