@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from decimal import Decimal
 
 import duckdb
 import pyarrow as pa
@@ -43,7 +44,15 @@ def _tables() -> dict[str, pa.Table]:
                  d(2024, 3, 9), d(2024, 3, 30), d(2024, 4, 1), d(2024, 4, 2), d(2024, 4, 3)],
     })
     nums = pa.table({"k": [i % 13 for i in range(3000)], "v": list(range(3000))})
-    return {"emp": emp, "dept": dept, "sales": sales, "nums": nums}
+    # exact numbers: decimals whose float sums would be off, 32-bit integers, a NULL account
+    ledger = pa.table({
+        "acct": pa.array([None if i % 9 == 8 else i % 4 for i in range(40)], pa.int32()),
+        "amount": pa.array([(Decimal(f"{(i * 7919) % 100003}{i % 10}.{(i * 37) % 100:02d}") + 1234567890123)
+                            * (1 if i % 5 else -1) for i in range(40)], pa.decimal128(15, 2)),
+        "rate": pa.array([Decimal(f"0.{(i * 104729) % 10**10:010d}") for i in range(40)], pa.decimal128(38, 10)),
+        "qty": pa.array([(i * 31) % 17 - 3 for i in range(40)], pa.int32()),
+    })
+    return {"emp": emp, "dept": dept, "sales": sales, "nums": nums, "ledger": ledger}
 
 
 @pytest.fixture(scope="module")
@@ -72,5 +81,5 @@ STATEMENTS = _statements()
 @pytest.mark.parametrize("sql", STATEMENTS, ids=[f"s{i:02d}" for i in range(len(STATEMENTS))])
 def test_statement_matches_duckdb(con, oracle, sql):
     want = oracle.sql(sql).to_arrow_table()
-    got = con.sql(sql).arrow()
-    assert_same_result(got, want, ordered=has_order_by(sql), label=sql)
+    got = con.sql(sql, timeout=120).arrow()
+    assert_same_result(got, want, ordered=has_order_by(sql), label=sql, sql=sql)
