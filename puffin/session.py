@@ -21,7 +21,7 @@ from puffin.iceberg import Catalogs
 from puffin.planner import Binder, QueryPlan, Settings, plan_query
 from puffin.planner.explain import explain
 from puffin.planner.fragments import make_fragments
-from puffin.planner.parse import split_explain
+from puffin.planner.parse import retry_deep, split_explain
 from puffin.result import Result
 from puffin.storage import S3Config, storage_error
 
@@ -128,9 +128,12 @@ class Connection:
         if hit is not None:
             self._plans.move_to_end(key)
             return hit
-        qp = plan_query(text, dialect, self._binder, lambda used: self._settings(cpus, used))
-        used = dict(self._binder.used)
-        planned = _Planned(qp, {st.id: make_fragments(st, cpus, mem) for st in qp.stages}, used)
+        def plan() -> _Planned:
+            qp = plan_query(text, dialect, self._binder, lambda used: self._settings(cpus, used))
+            return _Planned(qp, {st.id: make_fragments(st, cpus, mem) for st in qp.stages}, dict(self._binder.used))
+
+        planned = retry_deep(plan)  # deeply nested expressions plan on a large stack
+        used = planned.used
         if not any(src.iceberg is not None or name.startswith("__src_") for name, src in used.items()):
             self._plans[key] = planned
             if len(self._plans) > PLAN_CACHE_SIZE:
@@ -161,7 +164,8 @@ class Connection:
             return Result(table.rename_columns(qp.names))
 
     def explain(self, query: str, dialect: str = "duckdb") -> str:
-        return self.sql("EXPLAIN " + query, dialect).render()
+        text, _ = split_explain(query)  # a non-string query is refused there, clearly
+        return self.sql("EXPLAIN " + text, dialect).render()
 
     def close(self) -> None:
         self._executor = None

@@ -8,6 +8,7 @@ them (``puffin.operators.scan``).
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import glob
 import itertools
@@ -53,6 +54,7 @@ class ScanUnit:
     task: Any = field(default=None, compare=False, repr=False)  # Iceberg: pyiceberg FileScanTask
     offset: int = 0  # in-memory sources: slice of the table
     length: int = 0
+    missing: tuple[str, ...] = ()  # Parquet: the table's columns this file does not have (NULL)
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,12 @@ def from_path(
     return _from_files(name, location, fmt, options, None, None)
 
 
+def _with_missing(unit: ScanUnit, schema: pa.Schema, has: set[str] | None) -> ScanUnit:
+    partition = dict(unit.partition)
+    missing = tuple(c for c in schema.names if has is not None and c not in has and c not in partition)
+    return dataclasses.replace(unit, missing=missing) if missing else unit
+
+
 def _from_files(name, location, fmt, options, s3, fs) -> Source:
     options = dict(options or {})
     base = None
@@ -260,6 +268,9 @@ def _from_files(name, location, fmt, options, s3, fs) -> Source:
             size = fs.get_file_info(frag.path).size if fs else os.path.getsize(frag.path)
             units.append(ScanUnit(max(1, size // 100), size, frag.path, None, partition=part))
     schema = _unified_schema(dataset.schema, footers, name, fs) if footers else dataset.schema
+    if footers:  # files without some of the table's columns read them as NULL
+        has = {path: set(s.names) for path, s in footers}
+        units = [_with_missing(u, schema, has.get(u.path)) for u in units]
     return Source(name, kind, schema, tuple(units), location, tuple(options.items()), storage=s3)
 
 

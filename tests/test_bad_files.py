@@ -134,9 +134,6 @@ def test_disagreeing_files_read_as_one_table(con, tmp_path, case):
     assert con.sql("SELECT count(*) AS n FROM one").fetchall() == [(3 if case == "int32+int64" else 2,)]
 
 
-@pytest.mark.xfail(raises=puffin.ExecutionError, strict=False,
-                   reason="the scan (operators/scan.py) reads files with read_parquet([...]) without "
-                          "union_by_name, so a column missing in one file fails there; Source.schema is right")
 def test_column_missing_in_one_file_reads_as_null(con, tmp_path):
     first, second = DISAGREEING["column missing in one file"]
     d = _write(tmp_path / "missing", {"a.parquet": first, "b.parquet": second})

@@ -82,24 +82,29 @@ def parquet_sql(read: ScanRead) -> str | None:
         by_file.setdefault(u.path, []).append(u)
     partition_cols = {k for u in read.units[:1] for k, _ in u.partition}
 
-    def select(partition: tuple[tuple[str, Any], ...]) -> str:
-        values = dict(partition)
-        cols = [f"CAST({ident(c) if c not in partition_cols else literal(values.get(c))} AS {types[c]}) AS {ident(c)}"
-                for c in read.columns]
+    def select(unit: ScanUnit) -> str:
+        values = dict(unit.partition)
+        cols = []
+        for c in read.columns:
+            value = literal(values.get(c)) if c in partition_cols else "NULL" if c in unit.missing else ident(c)
+            cols.append(f"CAST({value} AS {types[c]}) AS {ident(c)}")
         return ", ".join(cols) if cols else "NULL AS __none"
 
     parts = []
-    whole: dict[tuple, list[str]] = {}
+    whole: dict[tuple, list[str]] = {}  # files read whole, by what the SELECT fills in for them
+    first: dict[tuple, ScanUnit] = {}
     for path, units in by_file.items():
         if sum(u.rows for u in units) == units[0].file_rows:
-            whole.setdefault(units[0].partition, []).append(path)
+            key = (units[0].partition, units[0].missing)
+            whole.setdefault(key, []).append(path)
+            first.setdefault(key, units[0])
             continue
         cond = " OR ".join(f"(file_row_number >= {a} AND file_row_number < {b})" for a, b in _ranges(units))
-        parts.append(f"SELECT {select(units[0].partition)} FROM read_parquet({literal(path)}, file_row_number=true, "
+        parts.append(f"SELECT {select(units[0])} FROM read_parquet({literal(path)}, file_row_number=true, "
                      f"hive_partitioning=false, union_by_name=true) WHERE {cond}")
-    for partition, paths in whole.items():
+    for key, paths in whole.items():
         files = "[" + ", ".join(literal(p) for p in paths) + "]"
-        parts.append(f"SELECT {select(partition)} FROM read_parquet({files}, hive_partitioning=false, "
+        parts.append(f"SELECT {select(first[key])} FROM read_parquet({files}, hive_partitioning=false, "
                      "union_by_name=true)")
     return " UNION ALL ".join(parts)
 
