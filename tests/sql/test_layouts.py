@@ -34,6 +34,8 @@ BACKENDS = ("local", "cluster")
 SHUFFLE = {"broadcast_bytes": 0, "replicate_bytes": 0, "range_sort_rows": 0}  # every exchange a shuffle
 QUERY_TIMEOUT_S = 300
 SEED = 7
+TPCH_PER_SETTING = 3  # default sample: TPC-H queries per (layout, partitions)
+FEATURES_PER_SETTING = 2  # ... and feature statements
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,9 @@ def full_matrix() -> list[Case]:
 
 
 def sample(seed: int = SEED) -> list[Case]:
-    """A deterministic sample: every (layout, partitions) pair runs 2 TPC-H queries and one feature
-    statement (forced shuffles on a coin flip), every TPC-H query runs on >= 3 layouts, every
-    feature statement at least once, and one TPC-H query per layout plus a few statements run on
+    """A deterministic sample: every (layout, partitions) pair runs 3 TPC-H queries and 2 feature
+    statements (forced shuffles on a coin flip), every TPC-H query runs on >= 3 layouts, every
+    feature statement at least once, and 2 TPC-H queries per layout plus a few statements run on
     the cluster."""
     rng = random.Random(seed)
     cases: set[Case] = set()
@@ -103,9 +105,10 @@ def sample(seed: int = SEED) -> list[Case]:
     for layout in LAYOUTS:
         for p in PARTITIONS:
             shuffle = p is not None and p > 1 and rng.random() < 0.5
-            for _ in range(2):
+            for _ in range(TPCH_PER_SETTING):
                 cases.add(Case("local", layout, p, shuffle, "tpch", draw(tpch_cycle, "tpch")))
-            cases.add(Case("local", layout, p, shuffle, "features", draw(feature_cycle, "features")))
+            for _ in range(FEATURES_PER_SETTING):
+                cases.add(Case("local", layout, p, shuffle, "features", draw(feature_cycle, "features")))
     for q in _queries("tpch"):
         layouts = {c.layout for c in cases if c.dataset == "tpch" and c.query == q}
         while len(layouts) < 3:
@@ -114,9 +117,10 @@ def sample(seed: int = SEED) -> list[Case]:
             cases.add(Case("local", layout, p, p is not None and p > 1, "tpch", q))
             layouts.add(layout)
     for layout in LAYOUTS:
-        p = rng.choice([2, 3, 4, 16])
-        cases.add(Case("cluster", layout, p, True, "tpch", rng.choice(_queries("tpch"))))
-    for layout in rng.sample(LAYOUTS, 4):
+        for _ in range(2):
+            p = rng.choice([2, 3, 4, 16])
+            cases.add(Case("cluster", layout, p, True, "tpch", rng.choice(_queries("tpch"))))
+    for layout in rng.sample(LAYOUTS, 6):
         cases.add(Case("cluster", layout, 4, True, "features", rng.choice(_queries("features"))))
     return sorted(cases, key=Case.order)
 
@@ -207,7 +211,7 @@ def test_sample_covers_the_matrix():
 
 # -- empty inputs -------------------------------------------------------------------------------
 EMPTY_VARIANTS = (*EMPTY_LAYOUTS, "filtered")  # 0-row tables, or a filter selecting nothing
-EMPTY_SETTINGS = [(1, False), (4, True)]
+EMPTY_SETTINGS = [(1, False), (4, True), (16, False)]
 
 
 def _first_columns(runner: Runner) -> dict[str, str]:
