@@ -110,3 +110,10 @@ SELECT DISTINCT __pid, __g0 FROM internals;
 SELECT __k0 FROM internals WHERE __a0 IN (SELECT __in0 * 2 FROM internals WHERE __pid = 1);
 SELECT __gid, __t FROM __t;
 SELECT count(*) AS __one, avg(__w0) AS __a1 FROM internals;
+-- the same shapes over a table big enough to be split (nums: 3000 rows, 13 keys)
+SELECT k, v % 3 AS m, count(*) AS n, sum(v) AS s, GROUPING(k, m) AS gid FROM nums GROUP BY CUBE (k, m);
+SELECT k, v, row_number() OVER (PARTITION BY k ORDER BY v DESC) AS rn FROM nums QUALIFY rn <= 2;
+SELECT DISTINCT ON (k) k, v FROM nums ORDER BY k, v DESC;
+SELECT k, v, sum(v) OVER (PARTITION BY k ORDER BY v RANGE BETWEEN 26 PRECEDING AND CURRENT ROW) AS w FROM nums WHERE v % 5 = 0;
+SELECT k % 4 AS g, list(DISTINCT k ORDER BY k) AS ks, count(*) AS n FROM nums GROUP BY ALL;
+SELECT [k, k % 2] AS key, count(*) AS n FROM nums GROUP BY key;

@@ -71,3 +71,9 @@ SELECT e.name FROM emp e WHERE e.id IN (SELECT s.emp_id FROM sales s WHERE s.amo
 WITH top AS (SELECT e.dept_id, e.name FROM emp e WHERE e.salary = (SELECT max(e2.salary) FROM emp e2 WHERE e2.dept_id = e.dept_id)) SELECT d.dname, top.name FROM dept d LEFT JOIN top ON top.dept_id = d.id;
 SELECT t.k, t.n FROM (SELECT o.k, (SELECT count(*) FROM obs o2 WHERE o2.k = o.k AND o2.x > o.x) AS n FROM obs o WHERE o.y = 5) t WHERE t.n < 5;
 SELECT count(*) AS n FROM nums a WHERE a.v > (SELECT avg(b.v) FROM nums b WHERE b.k = a.k);
+-- the same shapes over a table big enough to be split (nums: 3000 rows, 13 keys)
+SELECT a.k, a.v, (SELECT max(b.v) FROM nums b WHERE b.k = a.k AND b.v < a.v) AS prev FROM nums a WHERE a.v % 97 = 0;
+SELECT a.k, count(*) AS n FROM nums a WHERE NOT EXISTS (SELECT 1 FROM nums b WHERE b.k = a.k AND b.v = a.v + 13) GROUP BY a.k;
+SELECT a.k, count(*) AS n FROM nums a WHERE a.v IN (SELECT b.v * 2 FROM nums b WHERE b.k = a.k) GROUP BY a.k;
+SELECT count(*) AS n FROM nums a WHERE a.v NOT IN (SELECT b.v + 1 FROM nums b WHERE b.k = (a.k + 1) % 13);
+SELECT a.k, sum(a.v) AS s FROM nums a GROUP BY a.k HAVING sum(a.v) > (SELECT avg(b.v) * 230 FROM nums b WHERE b.k = a.k);
