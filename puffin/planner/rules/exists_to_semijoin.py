@@ -1,10 +1,16 @@
-"""[NOT] EXISTS (subquery over one table, correlated by an inequality) -> SEMI / ANTI JOIN.
+"""[NOT] EXISTS (subquery over one table, correlated by an inequality) -> SEMI / ANTI JOIN,
+and correlated ``x [NOT] IN (SELECT y FROM one table WHERE ...)`` likewise.
 
 Runs inside sqlglot's optimizer right after ``qualify`` (every column names its table), before
 sqlglot's own ``unnest_subqueries``. That one handles any shape but turns a non-equality
 correlation such as TPC-H Q21's ``l2.l_suppkey <> l1.l_suppkey`` into ARRAY_AGG plus list
 filters; a semi join with the correlation as its ON condition is what a hash join wants.
-EXISTS has no NULL subtleties, so the rewrite is exact.
+EXISTS has no NULL subtleties, so the rewrite is exact. Only top-level WHERE conjuncts are
+rewritten (there FALSE and NULL both drop the row): IN becomes a semi join ON ``where AND
+y = x``; NOT IN an anti join ON ``where AND (y = x OR y IS NULL OR x IS NULL)``, which keeps
+a row exactly when every correlated ``y`` is known to differ from ``x`` (NOT IN's NULL rules).
+Sqlglot leaves a correlated NOT IN alone and turns IN into ARRAY_AGG plus list filters.
+Other positions are ``decorrelate``'s.
 """
 
 from __future__ import annotations
@@ -45,13 +51,15 @@ def _correlated_inequality(sub: exp.Select) -> bool:
     return False
 
 
-def _aliases(sel: exp.Select) -> set[str]:
+def _aliases(sel: exp.Select, visible: bool = False) -> set[str]:
+    """The relations of a SELECT (``visible``: those whose columns it can name)."""
     out = set()
     from_ = sel.args.get("from_")
     if from_ is not None:
         out.add(from_.this.alias_or_name)
     for j in sel.args.get("joins") or []:
-        out.add(j.this.alias_or_name)
+        if not (visible and j.is_semi_or_anti_join):
+            out.add(j.this.alias_or_name)
     return out
 
 
@@ -62,12 +70,53 @@ def _realias(cond: exp.Expression, old: str, new: str) -> exp.Expression:
     return cond.transform(fn)
 
 
+def _correlated_in(c: exp.Expression, outer: set[str]) -> exp.Select | None:
+    """The subquery of ``x [NOT] IN (SELECT y FROM t WHERE ...)`` correlated to ``outer``."""
+    node = c.this if isinstance(c, exp.Not) else c
+    if not isinstance(node, exp.In) or not isinstance(node.args.get("query"), exp.Subquery):
+        return None
+    sub = node.args["query"].this
+    if not _simple(sub) or len(sub.expressions) != 1 or isinstance(node.this, exp.Tuple):
+        return None
+    if any(isinstance(n, (exp.Subquery, exp.Exists, exp.Select)) for n in node.this.walk()):
+        return None
+    if any(isinstance(n, (exp.Subquery, exp.Exists, exp.Select)) for n in sub.walk() if n is not sub):
+        return None
+    inner = sub.args["from_"].this.alias_or_name
+    tables = {col.table for col in sub.find_all(exp.Column)} - {inner}
+    return sub if tables and tables <= outer else None
+
+
+def _in_join(c: exp.Expression, sub: exp.Select, taken: set[str]) -> exp.Join:
+    negated = isinstance(c, exp.Not)
+    x = (c.this if negated else c).this.copy()
+    table = sub.args["from_"].this.copy()
+    y = sub.expressions[0].unalias().copy()
+    cond = sub.args["where"].this.copy()
+    inner = table.alias_or_name
+    if inner in taken:
+        fresh = f"_semi{next(_names)}"
+        cond, y = _realias(cond, inner, fresh), _realias(y, inner, fresh)
+        table.set("alias", exp.TableAlias(this=exp.to_identifier(fresh, quoted=True)))
+    match: exp.Expression = exp.EQ(this=y, expression=x)
+    if negated:
+        match = exp.paren(exp.or_(match, exp.Is(this=y.copy(), expression=exp.Null()),
+                                  exp.Is(this=x.copy(), expression=exp.Null())))
+    return exp.Join(this=table, kind="ANTI" if negated else "SEMI", on=exp.and_(exp.paren(cond), match))
+
+
 def _rewrite_select(sel: exp.Select) -> None:
     where = sel.args.get("where")
     if where is None or sel.args.get("from_") is None:
         return
     keep, joins = [], []
+    visible, taken = _aliases(sel, visible=True), _aliases(sel)
     for c in where.this.flatten() if isinstance(where.this, exp.And) else [where.this]:
+        in_sub = _correlated_in(c, visible)
+        if in_sub is not None:
+            joins.append(_in_join(c, in_sub, taken))
+            taken.add(joins[-1].this.alias_or_name)
+            continue
         negated = isinstance(c, exp.Not) and isinstance(c.this, exp.Exists)
         node = c.this if negated else c
         sub = node.this if isinstance(node, exp.Exists) else None
@@ -79,11 +128,12 @@ def _rewrite_select(sel: exp.Select) -> None:
         table = sub.args["from_"].this.copy()
         cond = sub.args["where"].this.copy()
         inner = table.alias_or_name
-        if inner in _aliases(sel):
+        if inner in taken:
             fresh = f"_semi{next(_names)}"
             cond = _realias(cond, inner, fresh)
             table.set("alias", exp.TableAlias(this=exp.to_identifier(fresh, quoted=True)))
         joins.append(exp.Join(this=table, kind="ANTI" if negated else "SEMI", on=cond))
+        taken.add(table.alias_or_name)
     if not joins:
         return
     for j in joins:
