@@ -27,12 +27,13 @@ from sqlglot.optimizer.simplify import simplify
 
 from puffin.errors import BindError, NotSupportedError
 from puffin.planner.diagnose import translate_duckdb_error
+from puffin.planner.rules.decorrelate import alias_subquery_projections, decorrelate
 from puffin.planner.rules.exists_to_semijoin import exists_to_semijoin
 from puffin.planner.rules.simplify_exact import simplify_exact
 from puffin.sources import Source
 
 # sqlglot's rules, with correlated EXISTS turned into semi/anti joins once columns are qualified
-AST_RULES = (qualify, exists_to_semijoin) + tuple(r for r in SQLGLOT_RULES if r is not qualify)
+AST_RULES = (alias_subquery_projections, qualify, exists_to_semijoin, decorrelate) + tuple(r for r in SQLGLOT_RULES if r is not qualify)
 # ... with number arithmetic left to DuckDB (rules/simplify_exact.py)
 AST_RULES = tuple(simplify_exact if r is simplify else r for r in AST_RULES)
 FileResolver = Callable[[str | list[str], str | None, dict], Source]
