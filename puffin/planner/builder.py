@@ -255,7 +255,7 @@ class PlanBuilder:
         if sets is None and any(e.find(exp.Grouping) for e in exprs + [having_e, qualify_e] + order_e if e):
             sets = [group_e]  # GROUPING() over a plain GROUP BY: one set
         if sets is not None:
-            plan, key_names, key_pairs, grouping = expand(plan, sets)
+            plan, key_names, key_pairs, grouping = expand(plan, sets, dict(zip(names, exprs)))
             exprs, order_e = [grouping(e) for e in exprs], [grouping(e) for e in order_e]
             having_e = grouping(having_e) if having_e is not None else None
             qualify_e = grouping(qualify_e) if qualify_e is not None else None

@@ -67,11 +67,12 @@ def _in_sets(gid: exp.Expression, ids: list[int]) -> exp.Expression:
     return exp.In(this=gid, expressions=[exp.Literal.number(i) for i in ids])
 
 
-def expand(plan: Plan, sets: list[list[exp.Expression]]):
+def expand(plan: Plan, sets: list[list[exp.Expression]], aliases: dict[str, exp.Expression]):
     """(expanded plan, key names, pairs key expression -> key column, GROUPING rewriter).
 
     The expanded plan has the input's columns, one nulled column per distinct key and the set
-    id; the aggregate groups by the key columns and ``__gid``.
+    id; the aggregate groups by the key columns and ``__gid``. ``aliases`` resolves select-list
+    aliases used as GROUPING() arguments.
     """
     keys = _distinct([e for s in sets for e in s])
     ids = Values(f"SELECT * FROM (VALUES {', '.join(f'({i})' for i in range(len(sets)))}) AS __v(\"{GID}\")",
@@ -90,10 +91,13 @@ def expand(plan: Plan, sets: list[list[exp.Expression]]):
         def fn(node: exp.Expression) -> exp.Expression:
             if not isinstance(node, exp.Grouping):
                 return node
-            args = node.expressions
+            args = [a.unnest() for a in node.expressions]  # GROUPING((v % 3)) names the key v % 3
+            args = [aliases.get(a.name, a) if isinstance(a, exp.Column) and not any(a == k for k in keys) else a
+                    for a in args]
             ifs = []
             for i, s in enumerate(sets):
-                mask = sum(1 << (len(args) - 1 - k) for k, a in enumerate(args) if not any(a == x for x in s))
+                mask = sum(1 << (len(args) - 1 - k) for k, a in enumerate(args)
+                           if not any(a == x.unnest() for x in s))
                 ifs.append(exp.If(this=exp.EQ(this=col(GID), expression=exp.Literal.number(i)),
                                   true=exp.Literal.number(mask)))
             return exp.Case(ifs=ifs)
