@@ -85,8 +85,27 @@ class Source:
         return f"{self.kind} {where} ({len(self.units)} units, {self.rows} rows)"
 
 
+def _without_views(t: pa.DataType) -> pa.DataType:
+    """string_view/binary_view (also nested) as string/binary: Ray's object store cannot ship
+    view arrays, and DuckDB reads both as the same VARCHAR/BLOB."""
+    if pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_binary_view(t):
+        return pa.binary()
+    if pa.types.is_list(t):
+        return pa.list_(t.value_field.with_type(_without_views(t.value_type)))
+    if pa.types.is_large_list(t):
+        return pa.large_list(t.value_field.with_type(_without_views(t.value_type)))
+    if pa.types.is_struct(t):
+        return pa.struct([f.with_type(_without_views(f.type)) for f in t])
+    return t
+
+
 def from_arrow(name: str, table: pa.Table) -> Source:
     table = table.combine_chunks() if table.num_rows else table
+    plain = pa.schema([f.with_type(_without_views(f.type)) for f in table.schema], metadata=table.schema.metadata)
+    if not plain.equals(table.schema):
+        table = table.cast(plain)
     units = []
     step = max(1, min(ARROW_SLICE_ROWS, -(-table.num_rows // ARROW_MIN_SLICES)))
     for off in range(0, max(table.num_rows, 1), step):
@@ -172,6 +191,27 @@ def _file_format(kind: str, options: dict[str, Any]) -> ds.FileFormat:
         read = pcsv.ReadOptions(autogenerate_column_names=not header)
         return ds.CsvFileFormat(parse_options=parse, read_options=read)
     return ds.JsonFileFormat()
+
+
+def _duckdb_text_schema(kind: str, files: list[str], options: dict[str, Any], found: pa.Schema) -> pa.Schema:
+    """The column types DuckDB infers for CSV/JSON files (a date stays a DATE, where pyarrow's
+    JSON reader makes it a timestamp): Puffin answers as DuckDB would over the same files.
+    Partition columns (Hive) keep the types found for them."""
+    import duckdb
+
+    from puffin.operators.sqltext import literal
+
+    args = "[" + ", ".join(literal(f) for f in files) + "], hive_partitioning=false"
+    if kind == "csv":
+        delim = options.get("delim") or options.get("sep") or options.get("delimiter") or ","
+        args += f", delim={literal(delim)}, header={literal(bool(options.get('header', True)))}"
+    reader = "read_csv" if kind == "csv" else "read_json"
+    try:
+        inferred = duckdb.connect().sql(f"SELECT * FROM {reader}({args}) LIMIT 0").to_arrow_table().schema
+    except duckdb.Error:
+        return found  # pyarrow's reading of them stands
+    by_name = {f.name: f for f in inferred}
+    return pa.schema([by_name.get(f.name, f) for f in found], metadata=found.metadata)
 
 
 def file_format(source: Source) -> ds.FileFormat:
@@ -268,6 +308,8 @@ def _from_files(name, location, fmt, options, s3, fs) -> Source:
             size = fs.get_file_info(frag.path).size if fs else os.path.getsize(frag.path)
             units.append(ScanUnit(max(1, size // 100), size, frag.path, None, partition=part))
     schema = _unified_schema(dataset.schema, footers, name, fs) if footers else dataset.schema
+    if kind in ("csv", "json") and fs is None:
+        schema = _duckdb_text_schema(kind, [u.path for u in units], options, schema)
     if footers:  # files without some of the table's columns read them as NULL
         has = {path: set(s.names) for path, s in footers}
         units = [_with_missing(u, schema, has.get(u.path)) for u in units]

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 
 from puffin.operators.exchange import hash_partition, range_partition, sample
-from puffin.operators.scan import ScanRead, conform, parquet_sql, read_scan
+from puffin.operators.scan import ScanRead, conform, native_sql, read_scan
 from puffin.operators.sqltext import ident
 
 
@@ -78,8 +78,8 @@ def run_fragment(
         if fragment.memory_limit:
             cur.execute(f"SET memory_limit = '{fragment.memory_limit // (1 << 20)}MB'")
         for read in fragment.scans:
-            native = parquet_sql(read) if read.native else None
-            if native is not None:  # DuckDB reads local Parquet itself: filters reach row groups
+            native = native_sql(read) if read.native else None
+            if native is not None:  # DuckDB reads local files itself: filters reach row groups
                 cur.execute(f"CREATE OR REPLACE TEMP VIEW {ident(read.name)} AS {native}")
                 metrics.rows_in += sum(u.rows for u in read.units)
                 metrics.bytes_in += sum(u.bytes for u in read.units)

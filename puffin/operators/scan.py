@@ -42,8 +42,8 @@ class ScanRead:
 
     @property
     def native(self) -> bool:
-        """DuckDB reads it itself: local Parquet (no httpfs here for object stores)."""
-        return self.kind == "parquet" and self.storage is None
+        """DuckDB reads it itself: local Parquet, CSV and JSON (no httpfs here for object stores)."""
+        return self.kind in ("parquet", "csv", "json") and self.storage is None
 
 
 def _partition_expr(schema: pa.Schema, values) -> pc.Expression | None:
@@ -65,14 +65,31 @@ def sql_types(schema: pa.Schema) -> tuple[str, ...]:
         con.close()
 
 
-def parquet_sql(read: ScanRead) -> str | None:
+def _reader(read: ScanRead, files: list[str], partition_cols: set[str]) -> str:
+    """DuckDB's table function reading ``files``. Parquet by column name (``union_by_name``), so
+    files whose physical types differ still read as one table; CSV and JSON with the table's
+    column types given, so every task parses every file the same way."""
+    paths = "[" + ", ".join(literal(p) for p in files) + "]"
+    if read.kind == "parquet":
+        return f"read_parquet({paths}, hive_partitioning=false, union_by_name=true)"
+    fields = [f for f in read.schema if f.name not in partition_cols]
+    types = sql_types(pa.schema(fields))
+    columns = "{" + ", ".join(f"{literal(f.name)}: {literal(t)}" for f, t in zip(fields, types)) + "}"
+    if read.kind == "json":
+        return f"read_json({paths}, columns={columns}, hive_partitioning=false)"
+    opts = dict(read.options)
+    delim = opts.get("delim") or opts.get("sep") or opts.get("delimiter") or ","
+    header = literal(bool(opts.get("header", True)))
+    return f"read_csv({paths}, delim={literal(delim)}, header={header}, columns={columns}, hive_partitioning=false)"
+
+
+def native_sql(read: ScanRead) -> str | None:
     """A DuckDB query reading the units natively (projection and filters pushed into the reader),
     every column cast to the table's type; None when the fragment has no units.
 
-    Files are read by name (``union_by_name``), so files whose physical types differ or that
-    lack a column still read as the one table. A file of which only some row groups belong to
-    this fragment is read with a ``file_row_number`` range, which DuckDB turns into row-group
-    skips. Hive partition values come from ``partition`` (the same the planner saw).
+    A Parquet file of which only some row groups belong to this fragment is read with a
+    ``file_row_number`` range, which DuckDB turns into row-group skips. Hive partition values
+    come from ``partition`` (the same the planner saw); columns a file lacks read as NULL.
     """
     if not read.units:
         return None
@@ -94,7 +111,7 @@ def parquet_sql(read: ScanRead) -> str | None:
     whole: dict[tuple, list[str]] = {}  # files read whole, by what the SELECT fills in for them
     first: dict[tuple, ScanUnit] = {}
     for path, units in by_file.items():
-        if sum(u.rows for u in units) == units[0].file_rows:
+        if read.kind != "parquet" or sum(u.rows for u in units) == units[0].file_rows:
             key = (units[0].partition, units[0].missing)
             whole.setdefault(key, []).append(path)
             first.setdefault(key, units[0])
@@ -103,9 +120,7 @@ def parquet_sql(read: ScanRead) -> str | None:
         parts.append(f"SELECT {select(units[0])} FROM read_parquet({literal(path)}, file_row_number=true, "
                      f"hive_partitioning=false, union_by_name=true) WHERE {cond}")
     for key, paths in whole.items():
-        files = "[" + ", ".join(literal(p) for p in paths) + "]"
-        parts.append(f"SELECT {select(first[key])} FROM read_parquet({files}, hive_partitioning=false, "
-                     "union_by_name=true)")
+        parts.append(f"SELECT {select(first[key])} FROM {_reader(read, paths, partition_cols)}")
     return " UNION ALL ".join(parts)
 
 
@@ -180,4 +195,4 @@ def _read(read: ScanRead, table: pa.Table | None, out_schema: pa.Schema) -> pa.T
     return pa.concat_tables(tables)
 
 
-__all__ = ["ScanRead", "conform", "parquet_sql", "read_scan"]
+__all__ = ["ScanRead", "conform", "native_sql", "read_scan"]
