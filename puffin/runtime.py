@@ -28,7 +28,10 @@ from puffin.planner.physical import Stage
 MAX_RETRIES = 3
 KILL_ONCE_ENV = "PUFFIN_TEST_KILL_WORKER_ONCE"  # "<marker path>:<stage id>" (fault-injection tests)
 POLL_S = 0.1  # the driver wakes this often while a query runs: Ctrl-C, timeout, a failed task
-CANCEL_FORCE = True  # end a cancelled task's worker: DuckDB in native code ignores KeyboardInterrupt
+# A timeout or Ctrl-C ends a cancelled task's worker (DuckDB in native code ignores
+# KeyboardInterrupt). After a failure the siblings are cancelled gently: force-cancelling tasks
+# whose inputs are failing at that moment crashed the driver in Ray 2.60 ("Check failed: ...
+# Tried to complete task that was not pending", task_manager.cc) within a few failed queries.
 CANCEL_SETTLE_S = 10.0  # longest wait for a cancelled query's tasks to settle
 
 
@@ -163,7 +166,7 @@ class Executor:
             metrics = _await(metric_refs, deadline)
             result = ray.get(outputs[stages[-1].id][0][0])
         except _TimedOut:
-            _abandon(tasks)
+            _abandon(tasks, force=True)
             raise QueryCancelled(f"the query ran past its timeout of {timeout:g} s and was cancelled") from None
         except ray.exceptions.RayTaskError as err:
             _abandon(tasks)
@@ -175,7 +178,7 @@ class Executor:
             _abandon(tasks)
             raise TransientError(f"workers were lost beyond {MAX_RETRIES} retries: {err}") from err
         except BaseException:  # KeyboardInterrupt (re-raised as it is) or anything unexpected
-            _abandon(tasks)
+            _abandon(tasks, force=True)
             raise
         return result, metrics if analyze else []
 
@@ -205,8 +208,12 @@ def _await(metric_refs: list[ray.ObjectRef], deadline: float | None) -> list[Met
     return done
 
 
-def _abandon(tasks: list[list[ray.ObjectRef]]) -> None:
-    """Cancel every task of a query that will not finish, and drain what they return.
+def _abandon(tasks: list[list[ray.ObjectRef]], force: bool = False) -> None:
+    """Cancel every task of a query that will not finish (``force``: a timeout or Ctrl-C), and
+    drain what they return. After a failure nothing is cancelled: the failure reaches the
+    consumers through their inputs and the siblings finish their share (cancelling tasks whose
+    inputs are failing at that moment crashed the driver in Ray 2.60, "Check failed: ... Tried
+    to complete task that was not pending"); the query's objects are only drained.
 
     ``force=True`` ends the worker process of a task still running: ``force=False`` only raises
     KeyboardInterrupt in the task's Python code, which DuckDB executing a statement in native
@@ -219,8 +226,9 @@ def _abandon(tasks: list[list[ray.ObjectRef]]) -> None:
     it, so the query's objects are waited on (not fetched) until all have settled; the
     cancelled ones settle as TaskCancelledError, which Ray does not report.
     """
-    for refs in tasks:
-        ray.cancel(refs[0], force=CANCEL_FORCE, recursive=True)  # a finished task: nothing happens
+    if force:  # consumers first, so none is still waiting on a producer being ended
+        for refs in reversed(tasks):
+            ray.cancel(refs[0], force=True, recursive=True)  # a finished task: nothing happens
     every = [r for refs in tasks for r in refs]
     if every:
         ray.wait(every, num_returns=len(every), timeout=CANCEL_SETTLE_S, fetch_local=False)
