@@ -2,10 +2,17 @@
 data written in many physical shapes (tests/layouts.py), at many partition counts, with and
 without forced shuffles, on a local Ray and a 3-node cluster.
 
-The full product is the ``matrix`` marker (``pytest -m matrix tests/sql/test_layouts.py``, long).
-The default run takes a fixed, seeded sample of it in which every layout meets every partition
-count, every TPC-H query runs on several layouts, every feature statement runs at least once,
-and a few cases run on the cluster. Results must match DuckDB's values, column names and types.
+The full product is the ``matrix`` marker, deselected by default (about 21,000 cases, hours on
+2 cores)::
+
+    pytest -m matrix tests/sql/test_layouts.py                          # everything
+    pytest -m matrix tests/sql/test_layouts.py -k "tpch and parts4 and local"   # a slice
+
+Test ids read ``<tpch-qNN|feature-sNN>-<layout>-p<N|default>[-shuffle]-<local|cluster>``. The
+default run takes a fixed, seeded sample of the product in which every layout meets every
+partition count, every TPC-H query runs on several layouts, every feature statement runs at
+least once, and a few cases run on the cluster. Results must match DuckDB's values, column
+names and types.
 
 Empty inputs: every TPC-H query over 0-row tables (in memory and as Parquet files) and over
 real files behind filters that select nothing must return DuckDB's result, schema included.
@@ -48,7 +55,7 @@ class Case:
     query: int  # TPC-H query number, or index into features.sql
 
     def __str__(self) -> str:
-        q = f"q{self.query:02d}" if self.dataset == "tpch" else f"f{self.query:02d}"
+        q = f"tpch-q{self.query:02d}" if self.dataset == "tpch" else f"feature-s{self.query:02d}"
         p = "pdefault" if self.partitions is None else f"p{self.partitions}"
         return f"{q}-{self.layout}-{p}{'-shuffle' if self.shuffle else ''}-{self.backend}"
 
