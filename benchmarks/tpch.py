@@ -31,11 +31,12 @@ from benchmarks.engine_run import Config, EngineRun
 from benchmarks.engines import ENGINES
 from benchmarks.explain import summarise
 from benchmarks.report import short_error
-from benchmarks.workers import REPO, MemorySampler
+from benchmarks.workers import MemorySampler
 from puffin.testing import compare, has_order_by
+from puffin.tpch import QUERIES_DIR
 
 BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_QUERIES = REPO.parent / "shared" / "tpch" / "queries"
+DEFAULT_QUERIES = Path(QUERIES_DIR)  # shipped with the package: a clone needs nothing beside it
 PROBE_SQL = "SELECT count(*) FROM nation"
 PROBE_WARMUP = 3
 

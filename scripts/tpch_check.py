@@ -18,9 +18,9 @@ import duckdb
 import puffin
 from puffin.demo import TABLES, generate_tpch, register_tpch
 from puffin.testing import assert_same_result, has_order_by
+from puffin.tpch import QUERIES_DIR
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_QUERIES = os.path.join(HERE, "..", "..", "shared", "tpch", "queries")
+DEFAULT_QUERIES = QUERIES_DIR  # shipped with the package
 
 
 def main() -> int:
