@@ -15,12 +15,8 @@ import ray
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import puffin.tpch
 from puffin.demo import TABLES, generate_tpch
-
-SHARED = os.environ.get(
-    "PUFFIN_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared")
-)
-TPCH_QUERIES = os.path.join(SHARED, "tpch", "queries")
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +35,7 @@ def oracle(tpch_dir) -> duckdb.DuckDBPyConnection:
 
 
 def tpch_query(n: int) -> str:
-    with open(os.path.join(TPCH_QUERIES, f"q{n:02d}.sql")) as f:
-        return f.read()
+    return puffin.tpch.query(n)  # shipped with the package: the tests need nothing beside the clone
 
 
 class RayBackends:
