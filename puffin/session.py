@@ -161,7 +161,7 @@ class Connection:
                 for m in metrics:
                     by_stage.setdefault(m.stage_id, []).append(m)
                 return _text_result(explain(qp.stages, by_stage, qp.planning_ms))
-            return Result(table.rename_columns(qp.names))
+            return Result(table.rename_columns(qp.names) if qp.names is not None else table)
 
     def explain(self, query: str, dialect: str = "duckdb") -> str:
         text, _ = split_explain(query)  # a non-string query is refused there, clearly

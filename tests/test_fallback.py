@@ -43,6 +43,11 @@ DISTRIBUTED = [
     "SELECT g, a, sum(b) FROM t GROUP BY GROUPING SETS ((g, a), (g), ())",
     'SELECT "Odd Name", count(*) FROM t GROUP BY 1',
     "SELECT * EXCLUDE (b) FROM t",
+    "SELECT * REPLACE (a * 2 AS a) FROM t",
+    "FROM t SELECT g, a",
+    "SELECT g, a, sum(a) OVER (PARTITION BY g ORDER BY a ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS s FROM t",
+    "SELECT g, a, avg(a) OVER (ORDER BY a RANGE BETWEEN 2 PRECEDING AND 2 FOLLOWING) AS s FROM t",
+    "SELECT a, list_transform([a, a], lambda x: x + 1) AS l FROM t",
 ]
 
 FALLBACK = [
@@ -54,6 +59,16 @@ FALLBACK = [
     # named windows: a clause the builder does not consume, so the statement falls back
     "SELECT g, sum(a) OVER w AS s FROM t WINDOW w AS (PARTITION BY g ORDER BY a)",
     "SELECT * FROM (SELECT 1 AS a UNION ALL BY NAME SELECT 2 AS a)",
+    "SELECT * FROM t LIMIT 50 %",  # a percentage LIMIT (it was read as LIMIT 50)
+    "SELECT COLUMNS('a|b') FROM t",
+    "SELECT max(COLUMNS(*)) FROM t",  # was one column named _col_0
+    "SELECT t1.a, t2.a FROM t t1 ASOF JOIN t t2 ON t1.g = t2.g AND t1.a >= t2.a",
+    "SELECT * FROM t t1 POSITIONAL JOIN t t2",
+    "SELECT g, a FROM t WHERE a > ANY (SELECT a FROM t WHERE g = 2)",
+    "SELECT g, (SELECT a FROM t x WHERE x.g = t.g ORDER BY a LIMIT 1) AS first_a FROM t",
+    "SELECT u FROM t, unnest([1, 2]) AS r(u)",
+    "PIVOT t ON g USING sum(a)",  # its columns are the values of g: known only once it ran
+    "UNPIVOT (SELECT g, a, b FROM t) ON a, b INTO NAME k VALUE v",
 ]
 
 

@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
+from sqlglot import exp
 
 from puffin.errors import InternalError, NotSupportedError
 from puffin.planner.bind import Binder
 from puffin.planner.builder import PlanBuilder
 from puffin.planner.fallback import fallback_plan
-from puffin.planner.logical import Plan
+from puffin.planner.logical import Native, Plan
 from puffin.planner.parse import parse
 from puffin.planner.physical import PhysicalPlanner, Settings, Stage
 from puffin.planner.rules import apply_rules
@@ -28,7 +29,7 @@ from puffin.sources import Source
 class QueryPlan:
     logical: Plan
     stages: list[Stage]
-    names: list[str]
+    names: list[str] | None  # None: the result names its own columns (PIVOT)
     planning_ms: float
 
 
@@ -54,7 +55,12 @@ def plan_query(
         stages = PhysicalPlanner(settings).plan(logical)
     if width == len(names):
         names = binder.output_names
-    stages[-1] = dataclasses.replace(stages[-1], schema=_result_schema(stages[-1], binder.output_schema))
+    if isinstance(logical, Native) and logical.statement.find(exp.Pivot):
+        # PIVOT's columns are the pivoted values: known only once it has run
+        stages[-1] = dataclasses.replace(stages[-1], schema=None)
+        names = None
+    else:
+        stages[-1] = dataclasses.replace(stages[-1], schema=_result_schema(stages[-1], binder.output_schema))
     return QueryPlan(logical, stages, names, (time.perf_counter() - start) * 1000)
 
 

@@ -108,6 +108,10 @@ class Binder:
         self._validate(original_sql if as_written else stmt.sql(dialect="duckdb"), original_sql)
         schema = {name: self._column_types(src) for name, src in self.used.items()}
         self.unplanned = ""
+        if any(True for _ in stmt.find_all(exp.Columns)) or any(
+                f.name.upper() == "COLUMNS" for f in stmt.find_all(exp.Anonymous)):
+            self.unplanned = "COLUMNS(...) expressions (DuckDB expands them, sqlglot does not)"
+            return None
         try:
             return optimize(stmt, schema=schema, dialect="duckdb", rules=AST_RULES)
         except SqlglotError as e:

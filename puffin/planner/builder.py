@@ -47,6 +47,9 @@ CONSUMED = {
     exp.Group: {"expressions", "all"},
     exp.With: {"expressions"},
     exp.Values: {"expressions", "alias"},
+    exp.Limit: {"expression"},  # LIMIT 10 % (limit_options) is not consumed
+    exp.Offset: {"expression"},
+    exp.Ordered: {"this", "desc", "nulls_first"},
 }
 
 
@@ -332,6 +335,9 @@ class PlanBuilder:
         return Join(plan, sub, "anti" if negated else "semi", cond)
 
     def _sort_limit(self, plan: Plan, keys: list[exp.Ordered], node: exp.Expression) -> Plan:
+        for clause in (node.args.get("limit"), node.args.get("offset"), *keys):
+            if clause is not None:
+                check_consumed(clause)
         if keys:
             plan = Sort(plan, tuple(keys))
         limit = _int_literal(node.args.get("limit"), "LIMIT")

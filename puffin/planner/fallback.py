@@ -15,8 +15,9 @@ from puffin.sources import Source
 
 
 def _all_columns_needed(stmt: exp.Expression) -> bool:
-    """Whether columns can be referenced without being named (``*``, COLUMNS(...), NATURAL)."""
-    if any(True for _ in stmt.find_all(exp.Star)):
+    """Whether columns can be referenced without being named (``*``, COLUMNS(...), NATURAL, PIVOT
+    grouping by every column it does not name)."""
+    if any(True for _ in stmt.find_all(exp.Star, exp.Pivot)):
         return True
     if any(isinstance(f, exp.Anonymous) and f.name.lower() == "columns" for f in stmt.find_all(exp.Anonymous)):
         return True

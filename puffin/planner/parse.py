@@ -84,7 +84,7 @@ def parse(sql: str, dialect: str = "duckdb") -> exp.Expression:
     if len(statements) > 1:
         raise NotSupportedError("several statements in one call; send them one at a time")
     stmt = statements[0]
-    if not isinstance(stmt, exp.Query):
+    if not isinstance(stmt, (exp.Query, exp.Pivot)):  # DuckDB's PIVOT / UNPIVOT statements are queries
         kind = stmt.key.upper() if not isinstance(stmt, exp.Command) else str(stmt.this).upper()
         raise NotSupportedError(f"{kind} statements (only queries run here so far)")
     if isinstance(stmt, exp.Select) and not stmt.expressions:

@@ -72,7 +72,7 @@ class Stage:
     scans: tuple[ScanInput, ...]
     inputs: tuple[Exchange, ...]
     output: Output
-    schema: pa.Schema  # what every task returns, whatever share of the data it read
+    schema: pa.Schema | None  # what every task returns, whatever share of the data it read (None: PIVOT)
 
     def delivers(self, mode: str, keys: tuple[str, ...] = ()) -> Exchange:
         """The exchange leaf through which a consumer reads this stage's output."""

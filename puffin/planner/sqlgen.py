@@ -125,6 +125,8 @@ def _(node: SetOp, names: dict[int, str]) -> str:
 def _(node: Native, names: dict[int, str]) -> str:
     """The user's statement, each table it reads bound by a CTE to the stage's input for it."""
     stmt = node.statement.copy()
+    if "with_" not in type(stmt).arg_types:  # a PIVOT statement: as a subquery it can have CTEs
+        stmt = exp.select("*").from_(stmt.subquery("_p"))
     ctes = []
     for table, child, cols in zip(node.tables, node.inputs, node.columns):
         body = sqlglot.parse_one(
