@@ -55,6 +55,8 @@ class ScanUnit:
     offset: int = 0  # in-memory sources: slice of the table
     length: int = 0
     missing: tuple[str, ...] = ()  # Parquet: the table's columns this file does not have (NULL)
+    retype: tuple[str, ...] = ()  # Parquet: columns stored as another type than the table's (cast)
+    unify: bool = False  # Parquet: the table's files disagree; read them by column name
 
 
 @dataclass(frozen=True)
@@ -250,10 +252,15 @@ def from_path(
     return _from_files(name, location, fmt, options, None, None)
 
 
-def _with_missing(unit: ScanUnit, schema: pa.Schema, has: set[str] | None) -> ScanUnit:
+def _differences(unit: ScanUnit, schema: pa.Schema, own: pa.Schema | None) -> ScanUnit:
+    """``unit`` marked with how its file differs from the table's schema."""
+    if own is None:
+        return unit
     partition = dict(unit.partition)
-    missing = tuple(c for c in schema.names if has is not None and c not in has and c not in partition)
-    return dataclasses.replace(unit, missing=missing) if missing else unit
+    names = set(own.names)
+    missing = tuple(c for c in schema.names if c not in names and c not in partition)
+    retype = tuple(c for c in schema.names if c in names and not own.field(c).type.equals(schema.field(c).type))
+    return dataclasses.replace(unit, missing=missing, retype=retype, unify=True)
 
 
 def _from_files(name, location, fmt, options, s3, fs) -> Source:
@@ -310,9 +317,10 @@ def _from_files(name, location, fmt, options, s3, fs) -> Source:
     schema = _unified_schema(dataset.schema, footers, name, fs) if footers else dataset.schema
     if kind in ("csv", "json") and fs is None:
         schema = _duckdb_text_schema(kind, [u.path for u in units], options, schema)
-    if footers:  # files without some of the table's columns read them as NULL
-        has = {path: set(s.names) for path, s in footers}
-        units = [_with_missing(u, schema, has.get(u.path)) for u in units]
+    if footers and len({_schema_text(s) for _, s in footers} | {_schema_text(schema)}) > 1:
+        # files that disagree with the table: missing columns read as NULL, others cast
+        own = dict(footers)
+        units = [_differences(u, schema, own.get(u.path)) for u in units]
     return Source(name, kind, schema, tuple(units), location, tuple(options.items()), storage=s3)
 
 

@@ -65,13 +65,13 @@ def sql_types(schema: pa.Schema) -> tuple[str, ...]:
         con.close()
 
 
-def _reader(read: ScanRead, files: list[str], partition_cols: set[str]) -> str:
+def _reader(read: ScanRead, files: list[str], partition_cols: set[str], unify: bool) -> str:
     """DuckDB's table function reading ``files``. Parquet by column name (``union_by_name``), so
     files whose physical types differ still read as one table; CSV and JSON with the table's
     column types given, so every task parses every file the same way."""
     paths = "[" + ", ".join(literal(p) for p in files) + "]"
     if read.kind == "parquet":
-        return f"read_parquet({paths}, hive_partitioning=false, union_by_name=true)"
+        return f"read_parquet({paths}, hive_partitioning=false{', union_by_name=true' if unify else ''})"
     fields = [f for f in read.schema if f.name not in partition_cols]
     types = sql_types(pa.schema(fields))
     columns = "{" + ", ".join(f"{literal(f.name)}: {literal(t)}" for f, t in zip(fields, types)) + "}"
@@ -102,9 +102,12 @@ def native_sql(read: ScanRead) -> str | None:
     def select(unit: ScanUnit) -> str:
         values = dict(unit.partition)
         cols = []
-        for c in read.columns:
-            value = literal(values.get(c)) if c in partition_cols else "NULL" if c in unit.missing else ident(c)
-            cols.append(f"CAST({value} AS {types[c]}) AS {ident(c)}")
+        for c in read.columns:  # cast only what the file does not hold as the table's type
+            if c in partition_cols or c in unit.missing or c in unit.retype:
+                value = literal(values.get(c)) if c in partition_cols else "NULL" if c in unit.missing else ident(c)
+                cols.append(f"CAST({value} AS {types[c]}) AS {ident(c)}")
+            else:
+                cols.append(ident(c))
         return ", ".join(cols) if cols else "NULL AS __none"
 
     parts = []
@@ -112,15 +115,15 @@ def native_sql(read: ScanRead) -> str | None:
     first: dict[tuple, ScanUnit] = {}
     for path, units in by_file.items():
         if read.kind != "parquet" or sum(u.rows for u in units) == units[0].file_rows:
-            key = (units[0].partition, units[0].missing)
+            key = (units[0].partition, units[0].missing, units[0].retype, units[0].unify)
             whole.setdefault(key, []).append(path)
             first.setdefault(key, units[0])
             continue
         cond = " OR ".join(f"(file_row_number >= {a} AND file_row_number < {b})" for a, b in _ranges(units))
         parts.append(f"SELECT {select(units[0])} FROM read_parquet({literal(path)}, file_row_number=true, "
-                     f"hive_partitioning=false, union_by_name=true) WHERE {cond}")
+                     f"hive_partitioning=false) WHERE {cond}")
     for key, paths in whole.items():
-        parts.append(f"SELECT {select(first[key])} FROM {_reader(read, paths, partition_cols)}")
+        parts.append(f"SELECT {select(first[key])} FROM {_reader(read, paths, partition_cols, first[key].unify)}")
     return " UNION ALL ".join(parts)
 
 
