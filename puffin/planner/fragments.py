@@ -8,11 +8,11 @@ from puffin.operators.fragment import Fragment
 from puffin.operators.scan import ScanRead
 from puffin.planner.physical import Stage
 from puffin.planner.predicates import arrow_backend, translate
-from puffin.planner.sqlgen import input_name, to_sql
+from puffin.planner.sqlgen import input_name
 
 
 def stage_sql(stage: Stage) -> str:
-    return to_sql(stage.plan, {id(s.scan): s.name for s in stage.scans})
+    return stage.sql
 
 
 def _extra(scan):

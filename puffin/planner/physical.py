@@ -34,8 +34,9 @@ from puffin.planner.logical import (
     conjuncts,
     fresh,
 )
+from puffin.planner.sqlgen import input_name, to_sql
 from puffin.planner.stats import rows, size
-from puffin.planner.types import schema_of
+from puffin.planner.types import read_schema, typed_sql
 from puffin.sources import ScanUnit
 
 
@@ -73,6 +74,7 @@ class Stage:
     inputs: tuple[Exchange, ...]
     output: Output
     schema: pa.Schema | None  # what every task returns, whatever share of the data it read (None: PIVOT)
+    sql: str = ""  # the DuckDB statement every task runs
 
     def delivers(self, mode: str, keys: tuple[str, ...] = ()) -> Exchange:
         """The exchange leaf through which a consumer reads this stage's output."""
@@ -213,7 +215,11 @@ class PhysicalPlanner:
             if split and len(per_task) < f.tasks:
                 per_task = per_task + ((),) * (f.tasks - len(per_task))
             scans.append(ScanInput(f"scan_{k}", scan, per_task, split, note))
-        stage = Stage(len(self.stages), f.plan, f.tasks, tuple(scans), tuple(f.inputs), output, schema_of(f.plan))
+        # the stage's statement, rendered once: typed here, run by every fragment
+        sql = to_sql(f.plan, {id(s.scan): s.name for s in scans})
+        tables = {s.name: read_schema(s.scan) for s in scans} | {input_name(x.stage_id): x.types for x in f.inputs}
+        schema = typed_sql(f.plan, sql, tables)
+        stage = Stage(len(self.stages), f.plan, f.tasks, tuple(scans), tuple(f.inputs), output, schema, sql)
         self.stages.append(stage)
         return stage
 

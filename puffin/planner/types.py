@@ -49,21 +49,32 @@ def schema_of(plan: Plan) -> pa.Schema:
 
 
 def _describe(plan: Plan) -> pa.Schema:
-    con = _db().cursor()
     names: dict[int, str] = {}
+    tables: dict[str, pa.Schema] = {}
+    for node in walk(plan):
+        if isinstance(node, Scan) and id(node) not in names:
+            names[id(node)] = f"scan_{len(names)}"
+            tables[names[id(node)]] = read_schema(node)
+        elif isinstance(node, Exchange):
+            tables[input_name(node.stage_id)] = schema_of(node)
+    return typed_sql(plan, to_sql(plan, names), tables)
+
+
+def typed_sql(plan: Plan, sql: str, tables: dict[str, pa.Schema]) -> pa.Schema:
+    """The schema ``sql`` (``plan`` rendered, reading ``tables`` by name) produces, named as
+    ``plan``'s columns; memoised on ``plan``."""
+    con = _db().cursor()
     try:
-        for node in walk(plan):
-            if isinstance(node, Scan) and id(node) not in names:
-                names[id(node)] = f"scan_{len(names)}"
-                con.register(names[id(node)], read_schema(node).empty_table())
-            elif isinstance(node, Exchange):
-                con.register(input_name(node.stage_id), schema_of(node).empty_table())
+        for name, schema in tables.items():
+            con.register(name, schema.empty_table())
         try:
-            out = con.sql(to_sql(plan, names)).limit(0).to_arrow_table().schema
+            out = con.sql(sql).limit(0).to_arrow_table().schema
         except duckdb.Error as e:
             raise InternalError(f"DuckDB cannot type a planned {type(plan).__name__}: {e}") from None
     finally:
         con.close()
     if tuple(out.names) != tuple(plan.schema):
         out = pa.schema([f.with_name(n) for f, n in zip(out, plan.schema)])
-    return out.remove_metadata()
+    out = out.remove_metadata()
+    object.__setattr__(plan, "_arrow_schema", out)
+    return out
