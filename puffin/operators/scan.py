@@ -54,10 +54,15 @@ def _partition_expr(schema: pa.Schema, values) -> pc.Expression | None:
     return expr
 
 
+_TYPES_DB: list[duckdb.DuckDBPyConnection] = []  # one small database a process (12 ms to open)
+
+
 @functools.lru_cache(maxsize=256)
 def sql_types(schema: pa.Schema) -> tuple[str, ...]:
     """DuckDB's names for the types of ``schema`` (as DuckDB would read such Arrow columns)."""
-    con = duckdb.connect()
+    if not _TYPES_DB:
+        _TYPES_DB.append(duckdb.connect())
+    con = _TYPES_DB[0].cursor()
     try:
         con.register("__t", schema.empty_table())
         return tuple(r[1] for r in con.execute("DESCRIBE __t").fetchall())
@@ -93,7 +98,8 @@ def native_sql(read: ScanRead) -> str | None:
     """
     if not read.units:
         return None
-    types = dict(zip(read.columns, sql_types(read.out_schema)))
+    casts = any(u.partition or u.missing or u.retype for u in read.units)
+    types = dict(zip(read.columns, sql_types(read.out_schema))) if casts else {}
     by_file: dict[str, list[ScanUnit]] = {}
     for u in read.units:
         by_file.setdefault(u.path, []).append(u)

@@ -30,6 +30,7 @@ from puffin.planner.diagnose import translate_duckdb_error
 from puffin.planner.rules.decorrelate import alias_subquery_projections, decorrelate
 from puffin.planner.rules.exists_to_semijoin import exists_to_semijoin
 from puffin.planner.rules.simplify_exact import simplify_exact
+from puffin.planner.types import arrow_schema
 from puffin.sources import Source
 
 # sqlglot's rules, with correlated EXISTS turned into semi/anti joins once columns are qualified
@@ -187,7 +188,7 @@ class Binder:
         try:
             rel = self._validator.sql(sql.strip().rstrip(";"))
             self.output_names = list(rel.columns)
-            self.output_schema = rel.limit(0).to_arrow_table().schema
+            self.output_schema = arrow_schema(self._validator, rel)
         except duckdb.Error as e:
             raise translate_duckdb_error(e, original_sql, self.used) from None
         finally:

@@ -68,13 +68,30 @@ def typed_sql(plan: Plan, sql: str, tables: dict[str, pa.Schema]) -> pa.Schema:
         for name, schema in tables.items():
             con.register(name, schema.empty_table())
         try:
-            out = con.sql(sql).limit(0).to_arrow_table().schema
+            out = arrow_schema(con, con.sql(sql))
         except duckdb.Error as e:
             raise InternalError(f"DuckDB cannot type a planned {type(plan).__name__}: {e}") from None
     finally:
         con.close()
-    if tuple(out.names) != tuple(plan.schema):
-        out = pa.schema([f.with_name(n) for f, n in zip(out, plan.schema)])
-    out = out.remove_metadata()
+    out = pa.schema([f.with_name(n) for f, n in zip(out, plan.schema)])
     object.__setattr__(plan, "_arrow_schema", out)
     return out
+
+
+_ARROW: dict[str, pa.DataType] = {}  # DuckDB type -> the Arrow type DuckDB returns it as
+
+
+def arrow_schema(con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation) -> pa.Schema:
+    """The Arrow schema of ``rel``'s result, from its bound types (no execution: 0.2 ms where
+    fetching an empty result takes 1 ms); each DuckDB type is converted once per process."""
+    fields = []
+    for name, t in zip(rel.columns, rel.types):
+        key = str(t)
+        if key not in _ARROW:
+            try:
+                cast = f"SELECT CAST(NULL AS {key}) AS x"
+                _ARROW[key] = con.sql(cast).limit(0).to_arrow_table().schema.field(0).type
+            except duckdb.Error:  # a type with no SQL spelling (the NULL literal's): run it empty
+                return rel.limit(0).to_arrow_table().schema.remove_metadata()
+        fields.append(pa.field(name, _ARROW[key]))
+    return pa.schema(fields)
