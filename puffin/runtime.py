@@ -22,7 +22,7 @@ import ray
 import ray.exceptions
 
 from puffin.errors import ExecutionError, PuffinError, QueryCancelled, TransientError
-from puffin.operators.fragment import Fragment, Metrics, run_fragment
+from puffin.operators.fragment import Fragment, Metrics, error_text, run_fragment
 from puffin.planner.physical import Stage
 
 MAX_RETRIES = 3
@@ -45,6 +45,10 @@ def ensure_started(address: str | None = None, num_cpus: int | None = None) -> N
         ray.init(address=address, **kwargs)
     else:  # "local": start our own, never attach to a cluster that happens to run here
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+
+
+def is_started() -> bool:
+    return ray.is_initialized()
 
 
 def shutdown() -> None:
@@ -72,13 +76,6 @@ def _maybe_die(fragment: Fragment) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _error_text(e: Exception) -> str:
-    """DuckDB's messages name their kind ("Out of Range Error: ..."); others get their type."""
-    if type(e).__module__.startswith("duckdb"):
-        return str(e)
-    return f"{type(e).__name__}: {e}"
-
-
 @ray.remote(max_retries=MAX_RETRIES)
 def _run(fragment: Fragment, layout: tuple[int, ...], n_tables: int, *args: Any):
     _maybe_die(fragment)
@@ -93,7 +90,7 @@ def _run(fragment: Fragment, layout: tuple[int, ...], n_tables: int, *args: Any)
         parts, metrics = run_fragment(fragment, inputs, tables)
     except Exception as e:  # noqa: BLE001 - any failure of a fragment: name the stage, keep the cause
         raise ExecutionError(
-            f"stage {fragment.stage_id} task {fragment.task} failed: {_error_text(e)}",
+            f"stage {fragment.stage_id} task {fragment.task} failed: {error_text(e)}",
             fragment.stage_id,
             traceback.format_exc(),
         ) from None

@@ -8,6 +8,8 @@ planned once on the driver (``puffin.planner``) and its fragments run on Ray
 from __future__ import annotations
 
 import math
+import os
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -142,12 +144,23 @@ class Connection:
 
     def sql(self, query: str, dialect: str = "duckdb", timeout: float | None = None) -> Result:
         """Run ``query``. Past ``timeout`` seconds its tasks are cancelled and ``QueryCancelled``
-        is raised; on KeyboardInterrupt they are cancelled and the interrupt goes on up."""
-        from puffin import runtime
+        is raised; on KeyboardInterrupt they are cancelled and the interrupt goes on up.
 
+        Until this process runs Ray (embedded mode, no cluster address), a plan of one small task
+        runs right here: ``SELECT 42`` or a query over a small table answers without waiting
+        seconds for Ray to start. The first query that needs more starts the local Ray."""
         with self._lock:
-            executor = self._runtime()
             text, mode = split_explain(query)
+            if timeout is None and not self._ray_running():
+                planned = self._plan(text, dialect, self._num_cpus or os.cpu_count() or 1, None)
+                if mode == "explain":
+                    return _text_result(explain(planned.plan.stages, planning_ms=planned.plan.planning_ms))
+                if _runs_inline(planned):
+                    table, metrics = _run_inline(planned)
+                    return self._finish(planned.plan, table, metrics, mode, inline=True)
+            from puffin import runtime
+
+            executor = self._runtime()
             planned = self._plan(text, dialect, runtime.cluster_cpus(), runtime.memory_per_cpu())
             qp, frags = planned.plan, planned.fragments
             if mode == "explain":
@@ -156,12 +169,27 @@ class Connection:
                 if src.kind == "arrow":
                     executor.put_table(src.source_id, src.table)
             table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze", timeout=timeout)
-            if mode == "analyze":
-                by_stage: dict[int, list] = {}
-                for m in metrics:
-                    by_stage.setdefault(m.stage_id, []).append(m)
-                return _text_result(explain(qp.stages, by_stage, qp.planning_ms))
-            return Result(table.rename_columns(qp.names) if qp.names is not None else table)
+            return self._finish(qp, table, metrics, mode)
+
+    def _ray_running(self) -> bool:
+        """Whether queries go to Ray already: a cluster is named, or Ray runs in this process."""
+        if self._executor is not None or self._address or os.environ.get("RAY_ADDRESS"):
+            return True
+        if "ray" not in sys.modules:  # Ray not even imported: certainly not running
+            return False
+        from puffin import runtime
+
+        return runtime.is_started()
+
+    @staticmethod
+    def _finish(qp: QueryPlan, table: pa.Table, metrics: list, mode: str | None, inline: bool = False) -> Result:
+        if mode == "analyze":
+            by_stage: dict[int, list] = {}
+            for m in metrics:
+                by_stage.setdefault(m.stage_id, []).append(m)
+            text = explain(qp.stages, by_stage, qp.planning_ms)
+            return _text_result(text + ("\nran in this process (one small task; Ray not started yet)" if inline else ""))
+        return Result(table.rename_columns(qp.names) if qp.names is not None else table)
 
     def explain(self, query: str, dialect: str = "duckdb") -> str:
         text, _ = split_explain(query)  # a non-string query is refused there, clearly
@@ -176,6 +204,31 @@ class _Planned:
     plan: QueryPlan
     fragments: dict[int, list]
     used: dict[str, sources.Source]
+
+
+def _runs_inline(planned: _Planned) -> bool:
+    """One stage of one task over small inputs: cheaper here than on a Ray worker."""
+    stages = planned.plan.stages
+    if len(stages) != 1 or stages[0].tasks != 1:
+        return False
+    return sum(s.scan.source.bytes for s in stages[0].scans) <= SMALL_INPUT_BYTES
+
+
+def _run_inline(planned: _Planned) -> tuple[pa.Table, list]:
+    """The plan's one fragment, run in this process (the same pure ``run_fragment``)."""
+    from puffin.errors import ExecutionError
+    from puffin.operators.fragment import error_text, run_fragment
+
+    frag = planned.fragments[planned.plan.stages[0].id][0]
+    tables = {src.source_id: src.table for src in planned.used.values() if src.kind == "arrow"}
+    try:
+        parts, metrics = run_fragment(frag, {}, tables)
+    except PuffinError:
+        raise
+    except Exception as e:  # noqa: BLE001 - as a Ray task's failure would read
+        raise ExecutionError(f"stage {frag.stage_id} task {frag.task} failed: {error_text(e)}",
+                             frag.stage_id) from None
+    return parts[0], [metrics]
 
 
 def _text_result(text: str) -> Result:

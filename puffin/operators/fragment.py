@@ -63,6 +63,14 @@ def database() -> duckdb.DuckDBPyConnection:
     return _DB
 
 
+def error_text(e: Exception) -> str:
+    """A fragment's failure for the user: DuckDB's messages name their kind ("Out of Range
+    Error: ..."); others get their type."""
+    if type(e).__module__.startswith("duckdb"):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
 def run_fragment(
     fragment: Fragment,
     inputs: dict[str, list[pa.Table]],
