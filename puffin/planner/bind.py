@@ -51,6 +51,13 @@ def _literal(node: exp.Expression):
     raise NotSupportedError(f"table function argument {node.sql('duckdb')} (use a literal)")
 
 
+def uses_columns(stmt: exp.Expression) -> bool:
+    """Whether the statement has DuckDB's COLUMNS(...) star expressions (sqlglot cannot expand
+    them, so it cannot know which columns they name)."""
+    return stmt.find(exp.Columns) is not None or any(
+        f.name.upper() == "COLUMNS" for f in stmt.find_all(exp.Anonymous))
+
+
 def _function_name(func: exp.Func) -> str:
     return (func.name if isinstance(func, exp.Anonymous) else func.sql_name()).lower()
 
@@ -109,8 +116,7 @@ class Binder:
         self._validate(original_sql if as_written else stmt.sql(dialect="duckdb"), original_sql)
         schema = {name: self._column_types(src) for name, src in self.used.items()}
         self.unplanned = ""
-        if any(True for _ in stmt.find_all(exp.Columns)) or any(
-                f.name.upper() == "COLUMNS" for f in stmt.find_all(exp.Anonymous)):
+        if uses_columns(stmt):
             self.unplanned = "COLUMNS(...) expressions (DuckDB expands them, sqlglot does not)"
             return None
         try:

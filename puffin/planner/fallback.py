@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from puffin.planner.bind import uses_columns
 from puffin.planner.logical import Native, Scan
 from puffin.sources import Source
 
@@ -17,11 +18,7 @@ from puffin.sources import Source
 def _all_columns_needed(stmt: exp.Expression) -> bool:
     """Whether columns can be referenced without being named (``*``, COLUMNS(...), NATURAL, PIVOT
     grouping by every column it does not name)."""
-    if any(True for _ in stmt.find_all(exp.Star, exp.Pivot)):
-        return True
-    if any(isinstance(f, exp.Anonymous) and f.name.lower() == "columns" for f in stmt.find_all(exp.Anonymous)):
-        return True
-    if any(isinstance(f, exp.Columns) for f in stmt.find_all(exp.Columns)):
+    if stmt.find(exp.Star, exp.Pivot) is not None or uses_columns(stmt):
         return True
     return any(j.args.get("method") or (j.kind or "").upper() == "NATURAL" for j in stmt.find_all(exp.Join))
 

@@ -82,8 +82,10 @@ def expand(plan: Plan, sets: list[list[exp.Expression]], aliases: dict[str, exp.
     projected = [(n, col(n)) for n in plan.schema] + [(GID, col(GID))]
     for name, key in zip(names, keys):
         member = [i for i, s in enumerate(sets) if any(key == e for e in s)]
-        nulled = exp.Case(ifs=[exp.If(this=_in_sets(col(GID), member), true=key.copy())])
-        projected.append((name, key.copy() if len(member) == len(sets) else nulled))
+        if len(member) < len(sets):  # NULL in the rows of the sets that do not group by it
+            projected.append((name, exp.Case(ifs=[exp.If(this=_in_sets(col(GID), member), true=key.copy())])))
+        else:
+            projected.append((name, key.copy()))
     pairs = [(key, col(name)) for key, name in zip(keys, names)]
 
     def grouping(e: exp.Expression) -> exp.Expression:

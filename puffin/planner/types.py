@@ -1,9 +1,10 @@
-"""Arrow types of plan nodes, as DuckDB computes them.
+"""Arrow types of stages, as DuckDB computes them.
 
-A plan node's names are checked at construction (``logical.py``); its types come from here:
-an exchange's from the stage that feeds it, any other node's from DuckDB itself, which binds
-the node's SQL over *empty* tables of its inputs' types (a scan's: its source's schema). So a stage's output schema is exactly what its fragments produce on real data, and a
-fragment that happens to receive no rows still returns that schema (``run_fragment`` casts).
+A plan node's names are checked at construction (``logical.py``); a stage's types come from
+here: DuckDB binds the stage's statement over *empty* tables of its inputs' types (a scan's:
+its source's schema; an exchange's: the schema of the stage that feeds it). So a stage's
+output schema is exactly what its fragments produce on real data, and a fragment that happens
+to receive no rows still returns that schema (``run_fragment`` casts).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from puffin.errors import InternalError
-from puffin.planner.logical import Exchange, Plan, Scan, walk
-from puffin.planner.sqlgen import input_name, to_sql
+from puffin.planner.logical import Plan, Scan
 
 _local = threading.local()
 
@@ -33,36 +33,9 @@ def read_schema(scan: Scan) -> pa.Schema:
     return pa.schema([scan.source.schema.field(c).with_nullable(True) for c in scan.columns])
 
 
-def schema_of(plan: Plan) -> pa.Schema:
-    """Output names and Arrow types of ``plan`` (memoised on the immutable node)."""
-    cached = plan.__dict__.get("_arrow_schema")
-    if cached is not None:
-        return cached
-    if isinstance(plan, Exchange):
-        if plan.types is None:
-            raise InternalError(f"exchange from stage {plan.stage_id} has no types")
-        schema = plan.types
-    else:
-        schema = _describe(plan)
-    object.__setattr__(plan, "_arrow_schema", schema)
-    return schema
-
-
-def _describe(plan: Plan) -> pa.Schema:
-    names: dict[int, str] = {}
-    tables: dict[str, pa.Schema] = {}
-    for node in walk(plan):
-        if isinstance(node, Scan) and id(node) not in names:
-            names[id(node)] = f"scan_{len(names)}"
-            tables[names[id(node)]] = read_schema(node)
-        elif isinstance(node, Exchange):
-            tables[input_name(node.stage_id)] = schema_of(node)
-    return typed_sql(plan, to_sql(plan, names), tables)
-
-
 def typed_sql(plan: Plan, sql: str, tables: dict[str, pa.Schema]) -> pa.Schema:
     """The schema ``sql`` (``plan`` rendered, reading ``tables`` by name) produces, named as
-    ``plan``'s columns; memoised on ``plan``."""
+    ``plan``'s columns."""
     con = _db().cursor()
     try:
         for name, schema in tables.items():
@@ -73,9 +46,7 @@ def typed_sql(plan: Plan, sql: str, tables: dict[str, pa.Schema]) -> pa.Schema:
             raise InternalError(f"DuckDB cannot type a planned {type(plan).__name__}: {e}") from None
     finally:
         con.close()
-    out = pa.schema([f.with_name(n) for f, n in zip(out, plan.schema)])
-    object.__setattr__(plan, "_arrow_schema", out)
-    return out
+    return pa.schema([f.with_name(n) for f, n in zip(out, plan.schema)])
 
 
 _ARROW: dict[str, pa.DataType] = {}  # DuckDB type -> the Arrow type DuckDB returns it as
