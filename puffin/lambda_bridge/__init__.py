@@ -1,0 +1,18 @@
+"""The Lambda bridge: scan fragments run on AWS Lambda (or the local stand-in), Arrow comes back.
+
+- ``handler`` / ``catalog_handler`` (``puffin.lambda_bridge.handler``): the function entry points.
+- ``Invoker`` (``.invoker``): the driver's boto3 client; ``LambdaSettings`` (``.settings``).
+- ``LambdaUnavailable`` / ``LambdaQueryError`` (``.errors``): run it on Ray instead / a real failure.
+- ``offloadable`` / ``auto_offload`` / ``HashRing`` (``.routing``): what may go, when, and where.
+- ``python -m puffin.lambda_bridge.local``: a local Invoke API service; ``.deploy``: CloudFormation.
+
+Importing this package imports neither boto3 nor the handler's DuckDB state.
+"""
+
+from puffin.lambda_bridge.errors import LambdaQueryError, LambdaUnavailable
+from puffin.lambda_bridge.invoker import InvokeInfo, Invoker
+from puffin.lambda_bridge.routing import HashRing, auto_offload, offloadable
+from puffin.lambda_bridge.settings import LambdaSettings
+
+__all__ = ["HashRing", "InvokeInfo", "Invoker", "LambdaQueryError", "LambdaSettings", "LambdaUnavailable",
+           "auto_offload", "offloadable"]

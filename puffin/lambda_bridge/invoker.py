@@ -1,0 +1,286 @@
+"""The driver's side of the bridge: invoke the Engine function on a fragment, get Arrow back.
+
+``Invoker(settings, s3).invoke(fragment, query_id=..., attempt=...)`` returns
+``(partitions, metrics, info)`` or raises ``LambdaUnavailable`` (run it on Ray instead) or
+``LambdaQueryError`` (the fragment itself failed). It is thread-safe; at most
+``max_concurrency`` invocations are in flight (a semaphore), ``submit`` runs one on its own pool.
+Synchronous invocations use RequestResponse; ``mode="event"`` uses an Event invocation and polls
+S3 for the completion marker the handler writes. The client is boto3's, configured as the design
+asks: read timeout above the function timeout, one pooled connection per concurrent call,
+bounded retries; it finds a local service through ``endpoint_url`` or ``AWS_ENDPOINT_URL_LAMBDA``.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import itertools
+import json
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from puffin.lambda_bridge import payload as wire
+from puffin.lambda_bridge.errors import (
+    LambdaQueryError,
+    LambdaUnavailable,
+    from_botocore_error,
+    from_client_error,
+    from_function_error,
+)
+from puffin.lambda_bridge.routing import HashRing
+from puffin.lambda_bridge.settings import LambdaSettings
+from puffin.storage import S3Config, s3_filesystem
+
+READ_TIMEOUT_MARGIN_S = 30
+_CRED_KEYS = ("s3.access-key-id", "s3.secret-access-key", "s3.session-token")
+
+
+@dataclass
+class InvokeInfo:
+    """How one offloaded fragment ran, for EXPLAIN ANALYZE."""
+
+    function: str
+    qualifier: str | None
+    mode: str
+    cold: bool = False
+    instance: str = ""
+    request_id: str | None = None
+    init_ms: float | None = None  # from the log tail's REPORT line (cold starts)
+    wall_ms: float = 0.0
+    handler_ms: float = 0.0
+    retries: int = 0  # botocore retries (throttles, 5xx)
+    via: str = "inline"  # inline | s3
+    replayed: bool = False  # answered from an earlier run's completion marker
+    request_bytes: int = 0
+    result_bytes: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_hit_bytes: int = 0
+    cache_miss_bytes: int = 0
+
+
+class Invoker:
+    def __init__(self, settings: LambdaSettings, s3: S3Config | None = None, client=None):
+        self.settings = settings
+        self.s3 = s3 or S3Config.resolve()
+        self.ring = HashRing(settings.members)
+        self._client = client
+        self._lock = threading.Lock()
+        self._budget = threading.BoundedSemaphore(settings.max_concurrency)
+        self._pool: ThreadPoolExecutor | None = None
+
+    # -- client --------------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        return self.settings.endpoint_url or f"https://lambda.{self.settings.region}.amazonaws.com"
+
+    def client(self):
+        with self._lock:
+            if self._client is None:
+                self._client = self._make_client()
+            return self._client
+
+    def _make_client(self):
+        import boto3
+        from botocore.config import Config
+
+        s = self.settings
+        config = Config(read_timeout=s.function_timeout + READ_TIMEOUT_MARGIN_S, connect_timeout=10,
+                        max_pool_connections=max(10, s.max_concurrency),
+                        retries={"mode": "standard", "total_max_attempts": s.max_attempts})
+        session = boto3.session.Session()
+        kwargs = {}
+        if session.get_credentials() is None:  # same account as the data: the S3 keys, if given
+            if self.s3.access_key_id and self.s3.secret_access_key:
+                kwargs = {"aws_access_key_id": self.s3.access_key_id.value,
+                          "aws_secret_access_key": self.s3.secret_access_key.value,
+                          "aws_session_token": self.s3.session_token.value if self.s3.session_token else None}
+            elif s.endpoint_url:  # a local service checks no signature
+                kwargs = {"aws_access_key_id": "puffin-local", "aws_secret_access_key": "puffin-local"}
+        return session.client("lambda", region_name=s.region, endpoint_url=s.endpoint_url, config=config, **kwargs)
+
+    # -- fragments -----------------------------------------------------------------------------
+    def submit(self, fragment, query_id: str, attempt: int = 0, mode: str | None = None) -> Future:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="puffin-lambda")
+        return self._pool.submit(self.invoke, fragment, query_id, attempt, mode)
+
+    def invoke(self, fragment, query_id: str, attempt: int = 0, mode: str | None = None):
+        """Run ``fragment`` (a scan fragment) on its group member; ``(parts, metrics, info)``."""
+        mode = mode or self.settings.mode
+        name, qualifier = self.ring.route(fragment)
+        label = f"{name}:{qualifier}" if qualifier else name
+        if mode == "event" and not self.settings.results_url:
+            raise LambdaUnavailable("function_error", label, "event mode needs results_url (an S3 prefix)")
+        event = wire.fragment_request(self._prepare(fragment), query_id, attempt, "s3" if mode == "event" else "sync",
+                                      self._results())
+        body = json.dumps(event).encode()
+        info = InvokeInfo(name, qualifier, mode, request_bytes=len(body))
+        start = time.perf_counter()
+        with self._budget:
+            if mode == "event":
+                self._call(name, qualifier, body, "Event", info, label)
+                key = wire.result_key(wire.split_url(self.settings.results_url)[1], query_id, fragment.stage_id,
+                                      fragment.task, attempt)
+                response = self._poll(key, label)
+            else:
+                response = self._call(name, qualifier, body, "RequestResponse", info, label)
+        parts, metrics = self._decode(response, fragment, label, info)
+        info.wall_ms = round((time.perf_counter() - start) * 1000, 3)
+        return parts, metrics, info
+
+    def _prepare(self, fragment):
+        """The fragment as sent: without the driver's secrets unless ``forward_credentials``."""
+        if self.settings.forward_credentials:
+            return fragment
+        scans = []
+        for read in fragment.scans:
+            changes = {}
+            if read.storage is not None:
+                changes["storage"] = dataclasses.replace(read.storage, access_key_id=None, secret_access_key=None,
+                                                         session_token=None, profile=None)
+            if read.extra is not None and hasattr(read.extra, "io_properties"):
+                props = {k: v for k, v in read.extra.io_properties.items() if k not in _CRED_KEYS}
+                changes["extra"] = dataclasses.replace(read.extra, io_properties=props)
+            scans.append(dataclasses.replace(read, **changes) if changes else read)
+        return dataclasses.replace(fragment, scans=tuple(scans))
+
+    def _results(self) -> dict | None:
+        if not self.settings.results_url:
+            return None
+        return {"url": self.settings.results_url, "s3": wire.s3_to_dict(self.s3, self.settings.forward_credentials)}
+
+    def _call(self, name, qualifier, body: bytes, kind: str, info: InvokeInfo, label: str) -> dict | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        kwargs = {"FunctionName": name, "InvocationType": kind, "Payload": body}
+        if qualifier:
+            kwargs["Qualifier"] = qualifier
+        if kind == "RequestResponse":
+            kwargs["LogType"] = "Tail"
+        try:
+            out = self.client().invoke(**kwargs)
+        except ClientError as e:
+            raise from_client_error(e, label) from None
+        except BotoCoreError as e:
+            raise from_botocore_error(e, label, self.endpoint) from None
+        info.retries = out.get("ResponseMetadata", {}).get("RetryAttempts", 0)
+        if kind == "Event":
+            return None
+        raw = out["Payload"].read()
+        info.init_ms = _init_duration(out.get("LogResult"))
+        if out.get("FunctionError"):
+            raise from_function_error(out["FunctionError"], raw, label)
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise LambdaUnavailable("bad_response", label, f"not JSON: {raw[:200]!r}") from None
+
+    def _poll(self, key: str, label: str) -> dict:
+        bucket, _ = wire.split_url(self.settings.results_url)
+        fs = s3_filesystem(self.s3)
+        deadline = time.monotonic() + self.settings.function_timeout + READ_TIMEOUT_MARGIN_S
+        wait = 0.02
+        while time.monotonic() < deadline:
+            try:
+                with fs.open_input_stream(f"{bucket}/{key}/done.json") as f:
+                    return json.loads(f.read())
+            except (FileNotFoundError, OSError):
+                time.sleep(wait)
+                wait = min(wait * 1.5, 1.0)
+        raise LambdaUnavailable("timeout", label, f"no completion marker at s3://{bucket}/{key}/done.json within "
+                                f"{self.settings.function_timeout + READ_TIMEOUT_MARGIN_S:g}s of an Event invocation")
+
+    def _decode(self, response: dict, fragment, label: str, info: InvokeInfo):
+        if not isinstance(response, dict) or response.get("puffin") != wire.VERSION:
+            raise LambdaUnavailable("bad_response", label, f"not a Puffin v{wire.VERSION} response")
+        info.cold = bool(response.get("cold"))
+        info.instance = response.get("instance", "")
+        info.request_id = response.get("request_id") or info.request_id
+        info.handler_ms = response.get("handler_ms", 0.0)
+        info.replayed = bool(response.get("replayed"))
+        if not response.get("ok"):
+            err = response.get("error", {})
+            if err.get("user"):
+                raise LambdaQueryError(f"stage {fragment.stage_id} task {fragment.task} failed: {err.get('message')}",
+                                       fragment.stage_id)
+            raise LambdaUnavailable("function_error", label, f"{err.get('type')}: {err.get('message')}")
+        cache = response.get("cache", {})
+        info.cache_hits, info.cache_misses = cache.get("hits", 0), cache.get("misses", 0)
+        info.cache_hit_bytes, info.cache_miss_bytes = cache.get("hit_bytes", 0), cache.get("miss_bytes", 0)
+        info.result_bytes = response.get("result_bytes", 0)
+        if "inline" in response:
+            parts = [wire.read_ipc(base64.b64decode(b)) for b in response["inline"]]
+        else:
+            info.via = "s3"
+            parts = self._fetch(response["object"], label)
+        metrics = wire.metrics_from_dict(response["metrics"])
+        return parts, metrics
+
+    def _fetch(self, obj: dict, label: str) -> list[pa.Table]:
+        url, offsets = obj["url"], obj["offsets"]
+        try:
+            with s3_filesystem(self.s3).open_input_file(url[5:]) as f:
+                data = f.read()
+        except OSError as e:
+            raise LambdaUnavailable("result_lost", label, f"cannot read the result {url}: {e}") from None
+        view = memoryview(data)
+        return [wire.read_ipc(view[a:b]) for a, b in itertools.pairwise(offsets)]
+
+    # -- catalog -------------------------------------------------------------------------------
+    def plan_iceberg(self, catalog: str, config: dict, table: str, row_filter=None, snapshot_id: int | None = None,
+                     query_id: str = "catalog"):
+        """Iceberg scan planning on the Catalog function: ``(units, files, info)``; ``units`` are
+        what ``puffin.iceberg.IcebergTable.plan`` returns."""
+        fn = self.settings.catalog_function
+        if not fn:
+            raise LambdaUnavailable("not_found", "(none)", "no catalog_function is configured")
+        event = {"puffin": wire.VERSION, "kind": "catalog", "catalog": catalog, "config": config, "table": table,
+                 "snapshot_id": snapshot_id, "filter": wire.pack_object(row_filter) if row_filter is not None else None,
+                 "s3": wire.s3_to_dict(self.s3, self.settings.forward_credentials), "query_id": query_id,
+                 "results": self._results()}
+        name, _, qualifier = fn.partition(":") if not fn.startswith("arn:") else (fn, "", "")
+        body = json.dumps(event).encode()
+        info = InvokeInfo(name, qualifier or None, "sync", request_bytes=len(body))
+        with self._budget:
+            out = self._call(name, qualifier or None, body, "RequestResponse", info, fn)
+        if "object" in out:
+            with s3_filesystem(self.s3).open_input_stream(out["object"]["url"][5:]) as f:
+                out = json.loads(f.read())
+        info.cold, info.instance = bool(out.get("cold")), out.get("instance", "")
+        return wire.unpack_object(out["units"]), out["files"], info
+
+    def cleanup(self, query_id: str) -> None:
+        """Delete a query's large results and markers (call once the query is done)."""
+        if not self.settings.results_url:
+            return
+        bucket, prefix = wire.split_url(self.settings.results_url)
+        path = f"{bucket}/{wire.result_key(prefix, query_id, 0, 0, 0).rsplit('/', 3)[0]}"
+        try:
+            s3_filesystem(self.s3).delete_dir(path)
+        except (FileNotFoundError, OSError):
+            pass
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+
+def _init_duration(log_result: str | None) -> float | None:
+    if not log_result:
+        return None
+    text = base64.b64decode(log_result).decode(errors="replace")
+    marker = "Init Duration: "
+    i = text.rfind(marker)
+    if i < 0:
+        return None
+    try:
+        return float(text[i + len(marker):].split()[0])
+    except (ValueError, IndexError):
+        return None
