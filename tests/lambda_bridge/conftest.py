@@ -96,7 +96,7 @@ def big(s3_server, s3_bucket) -> str:
 
 @pytest.fixture(scope="session")
 def con(s3_server, events, big):
-    c = puffin.connect(target_partitions=2, s3=s3_options(s3_server))
+    c = puffin.connect(target_partitions=2, s3=s3_options(s3_server), prestart=False)  # planning only: no Ray
     c.register("events", events)
     c.register("big", big)
     return c

@@ -1,0 +1,120 @@
+"""Failures the runtime falls back from: throttles, timeouts, crashes, bad configuration, limits."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from puffin.lambda_bridge import Invoker, LambdaUnavailable
+from puffin.lambda_bridge.errors import from_client_error
+from puffin.lambda_bridge.payload import ASYNC_LIMIT, SYNC_LIMIT
+from tests.lambda_bridge.conftest import FUNCTION_TIMEOUT_S, new_query_id, scan_fragments
+
+AGG = "SELECT grp, count(*) AS n FROM events GROUP BY grp"
+
+
+@pytest.fixture
+def faults(local_lambda):
+    yield lambda **kw: local_lambda.control("faults", {"function": "puffin-engine", **kw})
+    local_lambda.control("faults", {"function": "puffin-engine", "throttle": 0, "timeout": 0, "crash": 0, "error": 0})
+    local_lambda.control("config", {"function": "puffin-engine", "timeout": FUNCTION_TIMEOUT_S, "concurrency": None})
+
+
+def _raw_client(local_lambda):
+    return boto3.client("lambda", endpoint_url=local_lambda.endpoint, region_name="us-east-1",
+                        aws_access_key_id="k", aws_secret_access_key="s",
+                        config=Config(retries={"total_max_attempts": 1}))
+
+
+@pytest.mark.parametrize("fault, reason", [("throttle", "throttled"), ("crash", "crashed"),
+                                           ("error", "function_error")])
+def test_injected_failures_raise_the_typed_fallback(con, invoker, faults, fault, reason):
+    f = scan_fragments(con, AGG)[0]
+    # botocore retries a 429 (every attempt must meet it), never an answer with a FunctionError
+    faults(**{fault: invoker.settings.max_attempts if fault == "throttle" else 1})
+    with pytest.raises(LambdaUnavailable) as e:
+        invoker.invoke(f, new_query_id())
+    assert e.value.reason == reason and not e.value.permanent
+    assert "puffin-engine" in str(e.value)
+    parts, _, _ = invoker.invoke(f, new_query_id())  # and the service serves the next one
+    assert parts[0].num_rows >= 0
+
+
+def test_a_throttle_is_retried_within_the_bound(con, invoker, faults):
+    f = scan_fragments(con, AGG)[0]
+    faults(throttle=1)
+    _, _, info = invoker.invoke(f, new_query_id())  # max_attempts=2: the second attempt runs
+    assert info.retries == 1
+
+
+def test_timeout_kills_the_environment_and_falls_back(con, invoker, faults, local_lambda):
+    f = scan_fragments(con, AGG)[0]
+    local_lambda.control("config", {"function": "puffin-engine", "timeout": 1.0})
+    faults(timeout=1)
+    with pytest.raises(LambdaUnavailable) as e:
+        invoker.invoke(f, new_query_id())
+    assert e.value.reason == "timeout" and "Task timed out after 1.00 seconds" in str(e.value)
+
+
+def test_over_the_concurrency_limit_is_a_429(con, invoker, faults, local_lambda):
+    local_lambda.control("config", {"function": "puffin-engine", "concurrency": 0})
+    with pytest.raises(LambdaUnavailable) as e:
+        invoker.invoke(scan_fragments(con, AGG)[0], new_query_id())
+    assert e.value.reason == "throttled" and "TooManyRequestsException" in str(e.value)
+    assert local_lambda.stats()["throttled"] >= 1
+
+
+def test_a_missing_function_is_named(con, invoker, settings, s3_server):
+    inv = Invoker(settings.replace(function="no-such-function"), invoker.s3)
+    with pytest.raises(LambdaUnavailable) as e:
+        inv.invoke(scan_fragments(con, AGG)[0], new_query_id())
+    assert e.value.reason == "not_found" and e.value.permanent
+    assert "no-such-function" in str(e.value) and "ResourceNotFoundException" in str(e.value)
+
+
+def test_an_unreachable_endpoint_is_permanent(con, invoker, settings):
+    inv = Invoker(settings.replace(endpoint_url="http://127.0.0.1:9", max_attempts=1), invoker.s3)
+    with pytest.raises(LambdaUnavailable) as e:
+        inv.invoke(scan_fragments(con, AGG)[0], new_query_id())
+    assert e.value.reason == "endpoint" and e.value.permanent and "127.0.0.1:9" in str(e.value)
+
+
+def test_payload_limits(local_lambda, con, invoker):
+    client = _raw_client(local_lambda)
+    with pytest.raises(ClientError) as e:
+        client.invoke(FunctionName="puffin-engine", Payload=b"x" * (SYNC_LIMIT + 1))
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 413
+    assert from_client_error(e.value, "puffin-engine").reason == "payload_too_large"
+    with pytest.raises(ClientError) as e:
+        client.invoke(FunctionName="puffin-engine", InvocationType="Event", Payload=b"x" * (ASYNC_LIMIT + 1))
+    assert e.value.response["Error"]["Code"] == "RequestTooLargeException"
+    # through the invoker: an Event request over 256 KB is classified, not lost
+    import dataclasses
+
+    f = scan_fragments(con, AGG)[0]
+    fat = dataclasses.replace(f, sql=f.sql + " -- " + os.urandom(400_000).hex())
+    invoker.settings = invoker.settings.replace(mode="event")
+    with pytest.raises(LambdaUnavailable) as err:
+        invoker.invoke(fat, new_query_id())
+    assert err.value.reason == "payload_too_large"
+
+
+def test_handler_errors_have_the_aws_shape(local_lambda):
+    out = _raw_client(local_lambda).invoke(FunctionName="puffin-engine", Payload=b'{"not": "puffin"}')
+    assert out["FunctionError"] == "Unhandled"
+    doc = json.loads(out["Payload"].read())
+    assert set(doc) >= {"errorMessage", "errorType", "stackTrace"} and doc["errorType"] == "PayloadError"
+
+
+def test_qualifiers_have_their_own_warm_pools(local_lambda):
+    client = _raw_client(local_lambda)
+    for q in ("g0", "g1"):
+        out = client.invoke(FunctionName="puffin-engine", Qualifier=q, Payload=b"{}")
+        assert out["FunctionError"] == "Unhandled"
+    idle = local_lambda.stats()["idle"]
+    assert idle.get("puffin-engine:g0") == 1 and idle.get("puffin-engine:g1") == 1
