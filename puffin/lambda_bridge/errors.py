@@ -3,7 +3,8 @@
 ``LambdaUnavailable`` means: run this fragment on Ray instead (the query still answers). Its
 ``reason`` says why (``throttled``, ``timeout``, ``crashed``, ``function_error``, ``not_found``,
 ``access_denied``, ``endpoint``, ``credentials``, ``payload_too_large``, ``result_lost``,
-``bad_response``); ``permanent`` ones (configuration: a missing function, a denied invoke, a
+``bad_response``, ``unsupported`` (not a fragment Lambda can run: exchange inputs, in-memory
+or local tables)); ``permanent`` ones (configuration: a missing function, a denied invoke, a
 wrong region or endpoint, no credentials) will fail the same way for every fragment, so the
 runtime should warn once and stop offloading for the query. ``LambdaQueryError`` is a fragment
 DuckDB rejected on Lambda: it would fail on Ray the same way.

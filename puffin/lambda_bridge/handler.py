@@ -16,7 +16,9 @@ fragment on Ray.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import tempfile
 import time
@@ -37,6 +39,7 @@ from puffin.storage import s3_filesystem
 
 INSTANCE = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 CACHE = FileCache.from_env()
+MEMORY_FRACTION = 0.6  # of the function's memory for DuckDB; the rest: Python, Arrow results, IPC buffers
 _STATE = {"invocations": 0, "configured": False}
 _INFRA_DUCKDB_ERRORS = ("IOException", "HTTPException", "OutOfMemoryException", "InternalException",
                         "FatalException", "ConnectionException")
@@ -52,6 +55,19 @@ def _configure_duckdb() -> None:
     db.execute(f"SET home_directory = '{home}'")
     db.execute("SET autoinstall_known_extensions = false")
     _STATE["configured"] = True
+
+
+def fit_to_function(fragment):
+    """The fragment sized to this function instance: DuckDB threads for its vCPUs (1,769 MB of
+    memory is one vCPU) and a memory limit under the function's memory, so DuckDB spills to /tmp
+    instead of the instance being killed. Off Lambda (no memory size in the environment): as is."""
+    mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE") or 0)
+    if mb <= 0:
+        return fragment
+    vcpus = max(1, min(os.cpu_count() or 1, math.ceil(mb / 1769)))
+    limit = int(mb * MEMORY_FRACTION) << 20
+    return dataclasses.replace(fragment, threads=max(fragment.threads, vcpus),
+                               memory_limit=min(fragment.memory_limit or limit, limit))
 
 
 def _store(results: dict | None):
@@ -116,7 +132,7 @@ def _run(req: dict, store, key: str | None, info: dict) -> dict:
         raise ValueError(f"fragment {fragment.stage_id}.{fragment.task} has exchange inputs "
                          f"{list(fragment.inputs)}: only scan fragments run on Lambda")
     before = CacheStats(**vars(CACHE.stats))
-    local = CACHE.localize(fragment)
+    local = CACHE.localize(fit_to_function(fragment))
     try:
         parts, metrics = run_fragment(local, {}, None)
     except Exception as e:

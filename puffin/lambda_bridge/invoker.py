@@ -31,7 +31,7 @@ from puffin.lambda_bridge.errors import (
     from_client_error,
     from_function_error,
 )
-from puffin.lambda_bridge.routing import HashRing
+from puffin.lambda_bridge.routing import HashRing, offloadable
 from puffin.lambda_bridge.settings import LambdaSettings
 from puffin.storage import S3Config, s3_filesystem
 
@@ -61,6 +61,7 @@ class InvokeInfo:
     cache_misses: int = 0
     cache_hit_bytes: int = 0
     cache_miss_bytes: int = 0
+    cache_bypassed: int = 0  # files read straight from S3 (too big for the cache, CSV/JSON)
 
 
 class Invoker:
@@ -115,6 +116,9 @@ class Invoker:
         mode = mode or self.settings.mode
         name, qualifier = self.ring.route(fragment)
         label = f"{name}:{qualifier}" if qualifier else name
+        ok, why = offloadable(fragment)
+        if not ok:
+            raise LambdaUnavailable("unsupported", label, f"fragment {fragment.stage_id}.{fragment.task} {why}")
         if mode == "event" and not self.settings.results_url:
             raise LambdaUnavailable("function_error", label, "event mode needs results_url (an S3 prefix)")
         event = wire.fragment_request(self._prepare(fragment), query_id, attempt, "s3" if mode == "event" else "sync",
@@ -213,6 +217,7 @@ class Invoker:
         cache = response.get("cache", {})
         info.cache_hits, info.cache_misses = cache.get("hits", 0), cache.get("misses", 0)
         info.cache_hit_bytes, info.cache_miss_bytes = cache.get("hit_bytes", 0), cache.get("miss_bytes", 0)
+        info.cache_bypassed = cache.get("bypassed", 0)
         info.result_bytes = response.get("result_bytes", 0)
         if "inline" in response:
             parts = [wire.read_ipc(base64.b64decode(b)) for b in response["inline"]]

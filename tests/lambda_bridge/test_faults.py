@@ -118,3 +118,22 @@ def test_qualifiers_have_their_own_warm_pools(local_lambda):
         assert out["FunctionError"] == "Unhandled"
     idle = local_lambda.stats()["idle"]
     assert idle.get("puffin-engine:g0") == 1 and idle.get("puffin-engine:g1") == 1
+
+
+def test_fragments_lambda_cannot_run_are_refused_before_invoking(con, invoker, s3_server):
+    import pyarrow as pa
+
+    from tests.lambda_bridge.conftest import fragments
+
+    frs = fragments(con, "SELECT grp, count(*) AS n FROM events GROUP BY grp")
+    merge = next(f for st in frs.values() for f in st if f.inputs)
+    with pytest.raises(LambdaUnavailable) as e:
+        invoker.invoke(merge, new_query_id())
+    assert e.value.reason == "unsupported" and "exchange inputs" in str(e.value)
+    con.register("mem", pa.table({"x": [1, 2, 3]}))
+    try:
+        f = next(f for st in fragments(con, "SELECT sum(x) FROM mem").values() for f in st if f.scans)
+        with pytest.raises(LambdaUnavailable, match="in-memory table"):
+            invoker.invoke(f, new_query_id())
+    finally:
+        con.unregister("mem")

@@ -124,3 +124,16 @@ def test_submit_runs_fragments_concurrently(con, invoker):
     futures = [invoker.submit(f, qid) for f in frs]
     for f, fut in zip(frs, futures):
         _same(fut.result(60)[0], run_fragment(f, {}, None)[0])
+
+
+def test_fragments_are_sized_to_the_function(con, monkeypatch):
+    import os
+
+    from puffin.lambda_bridge.handler import MEMORY_FRACTION, fit_to_function
+
+    f = scan_fragments(con, AGG)[0]
+    assert fit_to_function(f) == f or os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "3538")
+    g = fit_to_function(f)
+    assert g.threads == max(f.threads, min(os.cpu_count(), 2))
+    assert g.memory_limit == int(3538 * MEMORY_FRACTION) << 20
