@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from puffin.errors import ExecutionError, TransientError
+from puffin.errors import ExecutionError, PuffinError, TransientError
 
 PERMANENT = ("not_found", "access_denied", "endpoint", "credentials")
 
@@ -32,6 +32,21 @@ class LambdaUnavailable(TransientError):
 
     def __reduce__(self):
         return (type(self), (self.reason, self.function, self.detail))
+
+    @property
+    def setting(self) -> str:
+        """The ``lambda_`` setting a permanent failure points at."""
+        return {"not_found": "function", "access_denied": "function", "endpoint": "endpoint_url",
+                "credentials": "function"}.get(self.reason, "offload")
+
+    def setting_error(self) -> PuffinError:
+        """For ``offload="always"``: the failure as an error naming the setting to fix."""
+        hint = {"not_found": "no such function in this region (check 'function' and 'region')",
+                "access_denied": "the caller may not invoke it (lambda:InvokeFunction)",
+                "endpoint": "the Lambda endpoint cannot be reached (check 'endpoint_url' and 'region')",
+                "credentials": "no AWS credentials were found for invoking it"}.get(self.reason, self.reason)
+        return PuffinError(f"lambda setting '{self.setting}' with offload='always': function {self.function}: "
+                           f"{hint}: {self.detail}")
 
 
 class LambdaQueryError(ExecutionError):

@@ -1,25 +1,20 @@
 """``LambdaSettings``: which functions run offloaded fragments, where, and when.
 
-Read from ``puffin.connect(lambda_={...})`` (a dict) on top of the environment:
+Read from ``puffin.connect(lambda_={...})`` (a dict) on top of the environment
+(``PUFFIN_LAMBDA_<SETTING>``, e.g. ``PUFFIN_LAMBDA_FUNCTION``; see ``ENV``):
 
-=====================================  ====================  ======================================
-setting                                environment           meaning
-=====================================  ====================  ======================================
-function                               PUFFIN_LAMBDA_FUNCTION  Engine function name or ARN
-catalog_function                       PUFFIN_LAMBDA_CATALOG_FUNCTION  Catalog function (optional)
-group                                  PUFFIN_LAMBDA_GROUP   comma list of ``name[:qualifier]`` the
-                                                             fragments are spread over by file
-region                                 PUFFIN_LAMBDA_REGION  (else AWS_REGION / AWS_DEFAULT_REGION)
-endpoint_url                           PUFFIN_LAMBDA_ENDPOINT_URL (else AWS_ENDPOINT_URL_LAMBDA)
-max_concurrency                        PUFFIN_LAMBDA_MAX_CONCURRENCY  invocations in flight
-offload                                PUFFIN_LAMBDA_OFFLOAD never | auto | always
-auto_factor                            PUFFIN_LAMBDA_AUTO_FACTOR  auto: fragments > factor x free slots
-mode                                   PUFFIN_LAMBDA_MODE    sync (RequestResponse) | event
-function_timeout                       PUFFIN_LAMBDA_FUNCTION_TIMEOUT  seconds, as deployed
-results_url                            PUFFIN_LAMBDA_RESULTS_URL  s3://bucket/prefix for large results
-max_attempts                           PUFFIN_LAMBDA_MAX_ATTEMPTS  botocore attempts per invoke
-forward_credentials                    PUFFIN_LAMBDA_FORWARD_CREDENTIALS  send the driver's S3 keys
-=====================================  ====================  ======================================
+- ``function``: the Engine function's name or ARN; ``catalog_function``: the Catalog function's
+- ``group``: ``name[:qualifier]`` members (comma list in the environment) the fragments are spread
+  over by file, so each file's bytes stay warm in one member's instances; empty: ``function``
+- ``region`` (else ``AWS_REGION``/``AWS_DEFAULT_REGION``); ``endpoint_url`` (else
+  ``AWS_ENDPOINT_URL_LAMBDA``): a local service
+- ``max_concurrency``: invocations in flight; ``max_attempts``: botocore attempts per invoke
+- ``offload``: ``never | auto | always``; ``auto_factor``: auto offloads when scan fragments
+  exceed that many times the free Ray slots
+- ``mode``: ``sync`` (RequestResponse) or ``event`` (Event invocation, results over S3)
+- ``function_timeout``: seconds, as deployed (the client's read timeout is above it)
+- ``results_url``: ``s3://bucket/prefix`` for results over the 6 MB inline limit
+- ``forward_credentials``: send the driver's S3 keys with each fragment
 
 ``forward_credentials`` defaults to true only with an ``endpoint_url`` (a local service); on AWS
 the functions use their execution role and no secret travels in a payload.

@@ -10,6 +10,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from puffin.errors import PuffinError
 from puffin.lambda_bridge import Invoker, LambdaUnavailable
 from puffin.lambda_bridge.errors import from_client_error
 from puffin.lambda_bridge.payload import ASYNC_LIMIT, SYNC_LIMIT
@@ -75,6 +76,8 @@ def test_a_missing_function_is_named(con, invoker, settings, s3_server):
         inv.invoke(scan_fragments(con, AGG)[0], new_query_id())
     assert e.value.reason == "not_found" and e.value.permanent
     assert "no-such-function" in str(e.value) and "ResourceNotFoundException" in str(e.value)
+    err = e.value.setting_error()  # what offload="always" raises
+    assert isinstance(err, PuffinError) and "lambda setting 'function'" in str(err) and "no-such-function" in str(err)
 
 
 def test_an_unreachable_endpoint_is_permanent(con, invoker, settings):

@@ -35,7 +35,7 @@ def test_template_lints_clean():
 
 def test_image_handler_imports_without_ray_or_boto3():
     code = ("import sys; sys.modules['ray'] = None; sys.modules['boto3'] = None; sys.modules['botocore'] = None\n"
-            "import puffin.lambda_bridge.handler as h\n"
+            "import puffin.lambda_bridge, puffin.lambda_bridge.handler as h\n"
             "assert callable(h.handler) and callable(h.catalog_handler)")
     env = {**os.environ, "AWS_LAMBDA_FUNCTION_NAME": "puffin-engine", "PUFFIN_LAMBDA_CACHE_BYTES": "0"}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env, timeout=60)
