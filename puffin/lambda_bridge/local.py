@@ -16,7 +16,7 @@ cold starts) and in the ``X-Puffin-Cold``/``X-Puffin-Instance`` headers. Event i
 queue when the service is busy and are retried twice on a function error, as on AWS.
 
 Control endpoints (not AWS): ``POST /_puffin/faults`` ``{"function": f, "throttle": n,
-"timeout": n, "crash": n, "error": n}`` makes f's next n invocations fail that way (also from
+"deny": n, "timeout": n, "crash": n, "error": n}`` makes f's next n invocations fail that way (also from
 ``PUFFIN_LOCAL_LAMBDA_FAULTS`` as ``{f: {...}}``); ``POST /_puffin/config`` ``{"function": f,
 "timeout": s, "concurrency": n}``; ``GET /_puffin/stats``; ``POST /_puffin/reset`` (all cold).
 """
@@ -42,7 +42,7 @@ from puffin.lambda_bridge.worker import Worker, WorkerDied
 
 DEFAULT_FUNCTIONS = {"puffin-engine": "puffin.lambda_bridge.handler.handler",
                      "puffin-catalog": "puffin.lambda_bridge.handler.catalog_handler"}
-FAULTS = ("throttle", "timeout", "crash", "error")
+FAULTS = ("throttle", "deny", "timeout", "crash", "error")
 
 
 @dataclass
@@ -118,6 +118,10 @@ class Service:
             self.stats["throttled"] += 1
             return _error(429, "TooManyRequestsException", "Rate Exceeded.", rid,
                           Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
+        if fault == "deny":
+            arn = f"arn:aws:lambda:{self.region}:000000000000:function:{fn.name}"
+            return _error(403, "AccessDeniedException", f"User: arn:aws:iam::000000000000:user/puffin is not "
+                          f"authorized to perform: lambda:InvokeFunction on resource: {arn}", rid)
         worker, cold = self._acquire(fn, qualifier)
         if worker is None:
             return _error(429, "TooManyRequestsException", "Rate Exceeded.", rid, Reason="ConcurrentInvocationLimitExceeded")

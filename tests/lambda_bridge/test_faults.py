@@ -22,7 +22,8 @@ AGG = "SELECT grp, count(*) AS n FROM events GROUP BY grp"
 @pytest.fixture
 def faults(local_lambda):
     yield lambda **kw: local_lambda.control("faults", {"function": "puffin-engine", **kw})
-    local_lambda.control("faults", {"function": "puffin-engine", "throttle": 0, "timeout": 0, "crash": 0, "error": 0})
+    local_lambda.control("faults", {"function": "puffin-engine", "throttle": 0, "deny": 0, "timeout": 0, "crash": 0,
+                                    "error": 0})
     local_lambda.control("config", {"function": "puffin-engine", "timeout": FUNCTION_TIMEOUT_S, "concurrency": None})
 
 
@@ -78,6 +79,14 @@ def test_a_missing_function_is_named(con, invoker, settings, s3_server):
     assert "no-such-function" in str(e.value) and "ResourceNotFoundException" in str(e.value)
     err = e.value.setting_error()  # what offload="always" raises
     assert isinstance(err, PuffinError) and "lambda setting 'function'" in str(err) and "no-such-function" in str(err)
+
+
+def test_a_denied_invoke_is_permanent(con, invoker, faults):
+    faults(deny=1)
+    with pytest.raises(LambdaUnavailable) as e:
+        invoker.invoke(scan_fragments(con, AGG)[0], new_query_id())
+    assert e.value.reason == "access_denied" and e.value.permanent and "lambda:InvokeFunction" in str(e.value)
+    assert "lambda setting 'function'" in str(e.value.setting_error())
 
 
 def test_an_unreachable_endpoint_is_permanent(con, invoker, settings):

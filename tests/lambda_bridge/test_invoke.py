@@ -88,6 +88,10 @@ def test_cache_never_serves_a_rewritten_file(con, invoker, s3_server, s3_bucket,
     f = scan_fragments(con, sql)[0]
     invoker.invoke(f, new_query_id())  # now cached
     path = f.scans[0].units[0].path
+    from puffin.lambda_bridge.cache import _version
+    from puffin.storage import s3_filesystem
+
+    assert _version(s3_filesystem(f.scans[0].storage), path)[0].startswith("etag:")  # keyed by ETag
     key = path.split("/", 1)[1]
     original = s3_server.client().get_object(Bucket=s3_bucket, Key=key)["Body"].read()
     try:
@@ -137,3 +141,18 @@ def test_fragments_are_sized_to_the_function(con, monkeypatch):
     g = fit_to_function(f)
     assert g.threads == max(f.threads, min(os.cpu_count(), 2))
     assert g.memory_limit == int(3538 * MEMORY_FRACTION) << 20
+
+
+def test_a_function_group_keeps_each_file_on_its_member(con, settings, invoker):
+    from puffin.lambda_bridge import Invoker
+    from puffin.lambda_bridge.routing import routing_key
+
+    inv = Invoker(settings.replace(group=("puffin-engine:g0", "puffin-engine:g1")), invoker.s3)
+    try:
+        for f in scan_fragments(con, AGG):
+            _, _, first = inv.invoke(f, new_query_id())
+            _, _, again = inv.invoke(f, new_query_id())
+            assert first.qualifier == again.qualifier == inv.ring.member(routing_key(f))[1]
+            assert again.instance == first.instance and again.cache_hits >= 1 and again.cache_misses == 0
+    finally:
+        inv.close()
