@@ -64,6 +64,7 @@ class EngineRun:
             print(f"      [{self.label}] restarting worker", flush=True)
         try:
             python = python_for(self.config.spec)
+            spawned = time.perf_counter()
             self.worker = Worker(
                 self.label,
                 self.config.spec.name,
@@ -75,6 +76,7 @@ class EngineRun:
             ready = self.worker.wait_ready(max(self.timeout, STARTUP_TIMEOUT))
             if not ready["ok"]:
                 raise WorkerError(ready["error"] + "\n" + ready.get("traceback", ""))
+            ready_s = time.perf_counter() - spawned
             start = time.perf_counter()
             loaded = self.call(
                 {"op": "load", "tables": self.tables()}, "load", timeout=max(self.timeout, STARTUP_TIMEOUT)
@@ -87,7 +89,10 @@ class EngineRun:
             print(f"      [{self.label}] cannot start: {short_error(exc)}", flush=True)
             self.stop(kill=True)
             return False
-        self.record.setdefault("load_s", time.perf_counter() - start)
+        # the first start's figures: a restart after a failure says nothing about start-up
+        self.record.setdefault("load_s", loaded.get("seconds", time.perf_counter() - start))
+        self.record.setdefault("connect_s", ready.get("start_s"))  # import + connect, in the worker
+        self.record.setdefault("spawn_s", ready_s)  # process start to connected, seen from here
         self.record["version"] = loaded.get("version")
         return True
 

@@ -4,10 +4,18 @@
     python -m benchmarks.tpch --sf 0.1 --engines duckdb,polars --queries 1,3,5 --reps 5
     python -m benchmarks.tpch --sf 1 --scaling            # Puffin on 1, 2 and 4 Ray nodes
 
-Every engine runs in its own long-lived worker process (peers with clashing dependencies in
-their own venv), all of them loaded before the first query. Queries run query-major: for
-each query, a warm-up on every engine, then the timed repetitions interleaved across
-engines. Answers are checked against DuckDB; see benchmarks/README.md for the outputs.
+A comparison run has three phases, each engine in worker processes of its own:
+
+1. cold: per engine, a fresh worker (Puffin's plan cache off) runs every query once, in
+   order, then times the planning (EXPLAIN) of the TPC-H queries and the SQL corpora;
+2. first query: per engine, a fresh worker runs SELECT count(*) FROM nation right after
+   connect + register, then again until warm;
+3. warm: every engine in its own long-lived worker, all loaded before the first query;
+   query-major: for each query, a warm-up on every engine, then the timed repetitions
+   interleaved across engines; then the warm probe (SELECT count(*) FROM nation).
+
+Answers are checked against DuckDB; ratios are to DuckDB when it runs. See
+benchmarks/README.md for the outputs.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from pathlib import Path
 import psutil
 import pyarrow as pa
 
-from benchmarks import report
+from benchmarks import interactive, report
 from benchmarks.datagen import ensure_data, ensure_plain_copy, sf_label
 from benchmarks.engine_run import Config, EngineRun
 from benchmarks.engines import ENGINES
@@ -37,8 +45,8 @@ from puffin.tpch import QUERIES_DIR
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_QUERIES = Path(QUERIES_DIR)  # shipped with the package: a clone needs nothing beside it
-PROBE_SQL = "SELECT count(*) FROM nation"
-PROBE_WARMUP = 3
+PROBE_SQL = interactive.PROBE_SQL
+PROBE_WARMUP = interactive.PROBE_WARMUP
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,13 +64,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--out", type=Path, default=BENCH_DIR / "results", help="output directory (default benchmarks/results)"
     )
     parser.add_argument(
-        "--baseline", help="label ratios are relative to (default puffin when it runs, else the first engine)"
+        "--baseline",
+        help="label ratios are relative to (default duckdb when it runs, else puffin, else the first engine)",
     )
     parser.add_argument(
         "--timeout", type=float, default=300, help="seconds one request (load, one query run) may take (default 300)"
     )
     parser.add_argument(
         "--probe-runs", type=int, default=20, help=f"timed runs of {PROBE_SQL!r} per engine (default 20; 0 skips)"
+    )
+    parser.add_argument(
+        "--no-cold",
+        action="store_true",
+        help="skip the cold runs (a fresh worker per engine, plan cache off, each query once)",
+    )
+    parser.add_argument(
+        "--no-first-query",
+        action="store_true",
+        help=f"skip the first-query latency ({PROBE_SQL!r} in a fresh worker right after connect)",
+    )
+    parser.add_argument(
+        "--no-planning", action="store_true", help="skip the planning table (EXPLAIN of TPC-H and the SQL corpora)"
+    )
+    parser.add_argument(
+        "--plan-runs", type=int, default=3, help="EXPLAINs per statement for the planning table, median (default 3)"
     )
     parser.add_argument(
         "--keep-decimals",
@@ -91,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.reps < 1:
         parser.error("--reps must be at least 1")
+    if args.plan_runs < 1:
+        parser.error("--plan-runs must be at least 1")
     unknown = set(args.engines.split(",")) - set(ENGINES)
     if unknown and not args.scaling:
         parser.error(f"unknown engines {sorted(unknown)}; choose from {','.join(ENGINES)}")
@@ -310,6 +337,42 @@ def run_group(
         run.stop()
 
 
+def interactive_phases(
+    configs: list[Config],
+    queries: dict[str, str],
+    reference: dict[str, pa.Table],
+    args: argparse.Namespace,
+    tmp: Path,
+    sampler: MemorySampler,
+    log_dir: Path,
+    data_dir: Path,
+    results: dict,
+) -> None:
+    """Cold runs (with the planning table in the same workers), then first-query latency;
+    each engine alone in a fresh worker. Results go into ``results`` as they come."""
+    planning = None
+    if not args.no_planning:
+        tables = [p.name for p in data_dir.iterdir() if p.is_dir()]
+        planning = results["planning"] = interactive.planning_statements(queries, tables)
+    if not args.no_cold:
+        results["cold"] = {"engines": {}, "queries": {qid: {} for qid in queries}}
+        interactive.run_cold(configs, queries, reference, args, tmp, sampler, log_dir, planning, results["cold"])
+    elif planning is not None:
+        interactive.run_planning_only(configs, args, sampler, log_dir, planning)
+    if not args.no_first_query:
+        results["first_query"] = {}
+        interactive.run_first_query(configs, args, sampler, log_dir, results["first_query"])
+
+
+def summarise_interactive(results: dict) -> None:
+    if results.get("cold"):
+        interactive.summarise_cold(results["cold"], results["baseline"])
+    interactive.finish_first_query(results)
+    if results.get("planning"):
+        interactive.summarise_planning(results["planning"])
+    results["goals"] = interactive.goals(results)
+
+
 def machine() -> dict:
     return {
         "cpus": os.cpu_count(),
@@ -337,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = comparison_configs(args, data_dir)
         groups = [configs]  # all engines loaded together, queries interleaved
     labels = [c.label for c in configs]
-    baseline = args.baseline or ("puffin" if "puffin" in labels else labels[0])
+    baseline = args.baseline or next((b for b in ("duckdb", "puffin") if b in labels), labels[0])
     results = {
         "benchmark": "tpch",
         "sf": args.sf,
@@ -354,13 +417,14 @@ def main(argv: list[str] | None = None) -> int:
     sampler = MemorySampler()
     start = time.perf_counter()
     runs: list[EngineRun] = []
+    log_dir = args.out / "logs" / stem
     try:
         with tempfile.TemporaryDirectory(prefix="puffin-tpch-") as tmp:
+            if not args.scaling:
+                interactive_phases(configs, queries, reference, args, Path(tmp), sampler, log_dir, data_dir, results)
             for group in groups:
-                runs = [
-                    EngineRun(c, results["runs"][c.label], args.out / "logs" / stem, args.timeout, sampler)
-                    for c in group
-                ]
+                print(f"[warm] {', '.join(c.label for c in group)}: warm-up + timed runs, plan cache on", flush=True)
+                runs = [EngineRun(c, results["runs"][c.label], log_dir, args.timeout, sampler) for c in group]
                 run_group(runs, queries, reference, args, Path(tmp), sampler, results)
         results.pop("interrupted")
     finally:
@@ -370,9 +434,11 @@ def main(argv: list[str] | None = None) -> int:
         for label, record in results["runs"].items():
             record["peak_rss_bytes"] = sampler.peak_by_engine.get(label)
         results["duration_s"] = time.perf_counter() - start
+        results["machine"]["loadavg_at_end"] = os.getloadavg()  # other work on the machine skews timings
         if results.get("interrupted"):
             results["title"] += " (interrupted: partial results)"
         summarise_runs(results)
+        summarise_interactive(results)
         print()
         print(report.markdown(results))
         print("wrote " + ", ".join(str(p) for p in report.write(results, args.out, stem)))

@@ -4,16 +4,22 @@ Speaks JSON lines: one request per line on stdin, one response per line on the o
 stdout. Everything else the engine prints (Spark, Ray, Daft logs) goes to stderr, which the
 harness sends to a log file. Requests::
 
-    {"op": "load", "tables": {name: dir}, "options": {...}} -> {"ok": true, "version": "..."}
+    (on start, once)                                  -> {"ok": true, "pid": 123, "start_s": 0.8}
+    {"op": "load", "tables": {name: dir}} -> {"ok": true, "version": "...", "seconds": 0.01}
     {"op": "run", "sql": "...", "result": "/path.arrow" | null}
         -> {"ok": true, "seconds": 0.12, "rows": 4}       (result written as Arrow IPC file)
     {"op": "probe", "sql": "...", "n": 20} -> {"ok": true, "seconds": [...]}
-    {"op": "explain", "sql": "..."} -> {"ok": true, "text": "..."}
+    {"op": "explain", "sql": "..."} -> {"ok": true, "text": "..."}          (EXPLAIN ANALYZE)
+    {"op": "plan", "sql": "...", "n": 3} -> {"ok": true, "seconds": [...], "texts": [...]}
+                                                  (plain EXPLAIN n times, wall time of each)
+    {"op": "register_corpus"} -> {"ok": true, "tables": [...]}
+                                                  (the SQL corpora's in-memory tables)
     {"op": "close"} -> {"ok": true}, then exit
 
 A failure answers {"ok": false, "error": "Type: message", "traceback": "..."} and the worker
 keeps serving. Timing covers running the query and materialising the full result as a
-pyarrow Table in this process; writing the IPC file is outside it.
+pyarrow Table in this process; writing the IPC file is outside it. ``start_s`` is the time
+to import the engine and connect (``puffin.connect()``, ``duckdb.connect()``, a Spark session).
 """
 
 from __future__ import annotations
@@ -52,8 +58,9 @@ def _timed_run(engine, sql: str):
 def handle(engine, request: dict) -> dict:
     op = request["op"]
     if op == "load":
+        start = time.perf_counter()
         engine.load(request["tables"])
-        return {"version": engine.version()}
+        return {"version": engine.version(), "seconds": time.perf_counter() - start}
     if op == "run":
         seconds, table = _timed_run(engine, request["sql"])
         if request.get("result"):
@@ -63,6 +70,20 @@ def handle(engine, request: dict) -> dict:
         return {"seconds": [_timed_run(engine, request["sql"])[0] for _ in range(request["n"])]}
     if op == "explain":
         return {"text": engine.explain_analyze(request["sql"])}
+    if op == "plan":
+        seconds, texts = [], []
+        for _ in range(request.get("n", 1)):
+            start = time.perf_counter()
+            texts.append(engine.plan(request["sql"]))
+            seconds.append(time.perf_counter() - start)
+        return {"seconds": seconds, "texts": texts}
+    if op == "register_corpus":
+        from tests.sql.test_corpora import corpus_tables  # the repository's own corpus tables
+
+        tables = corpus_tables()
+        for name, table in tables.items():
+            engine.register_arrow(name, table)
+        return {"tables": sorted(tables)}
     raise ValueError(f"unknown op {op!r}")
 
 
@@ -78,12 +99,13 @@ def main() -> None:
 
     from benchmarks.engines import load_engine_class
 
+    start = time.perf_counter()
     try:
         engine = load_engine_class(name)(**options)
     except Exception as exc:  # noqa: BLE001 - reported to the harness, which records it
         reply(_failure(exc))
         return
-    reply({"ok": True, "pid": os.getpid()})
+    reply({"ok": True, "pid": os.getpid(), "start_s": time.perf_counter() - start})
     for line in sys.stdin:
         request = json.loads(line)
         if request["op"] == "close":
