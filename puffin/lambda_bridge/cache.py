@@ -62,7 +62,8 @@ class FileCache:
     def from_env(cls) -> FileCache:
         budget = int(os.environ.get("PUFFIN_LAMBDA_CACHE_BYTES") or 512 << 20)
         directory = os.environ.get("PUFFIN_LAMBDA_CACHE_DIR") or os.path.join(tempfile.gettempdir(), "puffin-cache")
-        max_file = int(os.environ.get("PUFFIN_LAMBDA_CACHE_MAX_FILE", budget // 4))
+        max_file = int(os.environ.get("PUFFIN_LAMBDA_CACHE_MAX_FILE") or budget // 4)
+        _remove_dead(directory)
         return cls(os.path.join(directory, str(os.getpid())), budget, max_file)
 
     @property
@@ -73,10 +74,11 @@ class FileCache:
         """The fragment with every cacheable S3 read pointed at local copies (fetched on a miss)."""
         if self.budget <= 0:
             return fragment
-        scans = tuple(self._localize_read(r) for r in fragment.scans)
+        pinned: set = set()  # what this fragment reads is never evicted to make room for more of it
+        scans = tuple(self._localize_read(r, pinned) for r in fragment.scans)
         return dataclasses.replace(fragment, scans=scans)
 
-    def _localize_read(self, read):
+    def _localize_read(self, read, pinned: set):
         if read.storage is None or not read.units:
             return read
         if read.kind != "parquet":  # CSV/JSON parse differently natively than through pyarrow: not cached
@@ -88,17 +90,19 @@ class FileCache:
             versions = {p: _version(fs, p) for p in paths}
         except OSError:
             return read  # let the normal read report the storage error with its own message
-        if any(size > self.max_file for _, size in versions.values()):
+        sizes = [size for _, size in versions.values()]
+        if max(sizes) > self.max_file or sum(sizes) > self.budget // 2:
             self.stats.bypassed += len(paths)
             return read
         local = {}
         for p in paths:
             tag, size = versions[p]
-            local[p] = self._get(fs, p, tag, size)
+            pinned.add((p, tag))
+            local[p] = self._get(fs, p, tag, size, pinned)
         units = tuple(dataclasses.replace(u, path=local[u.path]) for u in read.units)
         return dataclasses.replace(read, units=units, storage=None)
 
-    def _get(self, fs, path: str, tag: str, size: int) -> str:
+    def _get(self, fs, path: str, tag: str, size: int, pinned: set) -> str:
         key = (path, tag)
         entry = self._entries.get(key)
         if entry is not None and os.path.exists(entry.local):
@@ -108,7 +112,7 @@ class FileCache:
             return entry.local
         if entry is not None:  # the file vanished from /tmp: forget it
             self._drop(key)
-        self._make_room(size)
+        self._make_room(size, pinned)
         os.makedirs(self.directory, exist_ok=True)
         digest = hashlib.sha256(f"{path}\0{tag}".encode()).hexdigest()[:24]
         target = os.path.join(self.directory, f"{digest}-{os.path.basename(path)}")
@@ -122,9 +126,11 @@ class FileCache:
         self.stats.miss_bytes += size
         return target
 
-    def _make_room(self, size: int) -> None:
-        while self._entries and self._used + size > self.budget:
-            self._drop(next(iter(self._entries)))
+    def _make_room(self, size: int, pinned: set) -> None:
+        for key in [k for k in self._entries if k not in pinned]:  # least recently used first
+            if self._used + size <= self.budget:
+                return
+            self._drop(key)
             self.stats.evictions += 1
 
     def _drop(self, key) -> None:
@@ -138,6 +144,27 @@ class FileCache:
     def clear(self) -> None:
         for key in list(self._entries):
             self._drop(key)
+
+
+def _remove_dead(directory: str) -> None:
+    """Copies left by instances that are gone (a killed local worker; on Lambda /tmp dies with them)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.isdigit() and int(name) != os.getpid() and not _alive(int(name)):
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _version(fs: pafs.FileSystem, path: str) -> tuple[str, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pyarrow as pa
 import pytest
@@ -156,3 +157,29 @@ def test_a_function_group_keeps_each_file_on_its_member(con, settings, invoker):
             assert again.instance == first.instance and again.cache_hits >= 1 and again.cache_misses == 0
     finally:
         inv.close()
+
+
+def test_cache_eviction_keeps_what_a_fragment_reads(con, tmp_path):
+    from puffin.lambda_bridge.cache import FileCache
+
+    f = scan_fragments(con, "SELECT count(*) AS n, sum(id) AS s FROM events")[0]
+    paths = {u.path for r in f.scans for u in r.units}
+    expected, _ = run_fragment(f, {}, None)
+    probe = FileCache(str(tmp_path / "probe"), 1 << 30, 1 << 30)
+    probe.localize(f)
+    size = probe.used
+    cache = FileCache(str(tmp_path / "c"), budget=2 * size + 1, max_file=size)
+    first = cache.localize(f)
+    assert cache.stats.misses == len(paths) and all(os.path.exists(u.path) for r in first.scans for u in r.units)
+    _same(run_fragment(first, {}, None)[0], expected)
+    other = scan_fragments(con, "SELECT count(*) AS n FROM big")[0]
+    cache.max_file = 1 << 40
+    cache.budget = size + 1  # too small for both: 'big' goes around the cache, events stays
+    cache.localize(other)
+    assert cache.stats.bypassed == 1 and cache.stats.evictions == 0
+    cache.budget = 2 * size + 1
+    again = cache.localize(f)
+    assert cache.stats.hits == len(paths)
+    _same(run_fragment(again, {}, None)[0], expected)
+    cache.clear()
+    assert cache.used == 0
