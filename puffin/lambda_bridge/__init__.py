@@ -4,7 +4,8 @@
 - ``Invoker`` (``.invoker``): the driver's boto3 client; ``LambdaSettings`` (``.settings``).
 - ``LambdaUnavailable`` / ``LambdaQueryError`` (``.errors``): run it on Ray instead / a real failure.
 - ``offloadable`` / ``auto_offload`` / ``HashRing`` (``.routing``): what may go, when, and where.
-- ``python -m puffin.lambda_bridge.local``: a local Invoke API service; ``.deploy``: CloudFormation.
+- ``python -m puffin.lambda_bridge.local``: a local Invoke API service (``.service``, ``.worker``);
+  ``python -m puffin.lambda_bridge.deploy``: the CloudFormation stack.
 
 Importing this package imports neither boto3 nor the handler's DuckDB state.
 """
