@@ -35,25 +35,47 @@ POLL_S = 0.1  # the driver wakes this often while a query runs: Ctrl-C, timeout,
 CANCEL_SETTLE_S = 10.0  # longest wait for a cancelled query's tasks to settle
 
 
-def ensure_started(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Join the cluster in ``address`` / RAY_ADDRESS, or start a local Ray (the embedded default)."""
-    if ray.is_initialized():
-        return
-    address = address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:  # "local": start our own, never attach to a cluster that happens to run here
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+def join(address: str) -> None:
+    """Join the cluster at ``address`` as a driver (a named cluster, or the local head that
+    ``puffin.launch`` started), unless this process is in one already."""
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+
+
+def start_head(num_cpus: int | None) -> str:
+    """Start a local Ray head in this process (``puffin.launch``'s helper); its GCS address."""
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False)
+    return ray.get_runtime_context().gcs_address
+
+
+def reload_config() -> None:
+    """Make Ray read its settings from the environment again (RAY_AUTH_MODE set after import)."""
+    from ray._raylet import Config
+
+    Config.initialize("")
+
+
+@ray.remote(num_cpus=1)
+def _warm() -> int:
+    """Nothing but what every fragment needs first: this module's imports and the database."""
+    from puffin.operators.fragment import database
+
+    database()
+    return os.getpid()
+
+
+def warm_workers() -> None:
+    """One warm-up task per CPU, so the first query's tasks find workers ready to run DuckDB.
+    Called by the thread that started Ray (``puffin.launch``); waits for them."""
+    try:
+        ray.get([_warm.remote() for _ in range(cluster_cpus())], timeout=120)
+    except Exception:
+        logging.getLogger(__name__).debug("warming Ray's workers failed", exc_info=True)
 
 
 def is_started() -> bool:
     return ray.is_initialized()
-
-
-def shutdown() -> None:
-    if ray.is_initialized():
-        ray.shutdown()
 
 
 def cluster_cpus() -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -47,7 +46,8 @@ class Connection:
     def __init__(self, address: str | None = None, target_partitions: int | None = None,
                  num_cpus: int | None = None, config: dict[str, float] | None = None,
                  s3: dict[str, Any] | None = None, catalogs: dict[str, dict] | None = None,
-                 default_catalog: str | None = None, default_namespace: str | None = None):
+                 default_catalog: str | None = None, default_namespace: str | None = None,
+                 plan_cache: bool = True, prestart: bool | None = None):
         if target_partitions is not None and (not isinstance(target_partitions, int) or target_partitions < 1):
             raise PuffinError("target_partitions must be a positive integer")
         unknown = set(config or {}) - set(TUNABLES)
@@ -64,9 +64,15 @@ class Connection:
         self._binder = Binder(self._tables, self._resolve_files, self._catalogs.resolve)
         self._binder.default_namespace = default_namespace
         self._executor = None
-        self._lock = threading.Lock()
+        self._cache_lock = threading.Lock()  # the plan cache and the executor; never held while planning
         self._version = 0  # bumped by register/unregister: cached plans name the tables they saw
-        self._plans: OrderedDict[tuple, _Planned] = OrderedDict()
+        self._plans: OrderedDict[tuple, _Planned] | None = OrderedDict() if plan_cache else None
+        if prestart is None:
+            prestart = os.environ.get("PUFFIN_PRESTART", "1") != "0"
+        if prestart:
+            from puffin import launch
+
+            launch.prestart(address, num_cpus)
 
     # -- tables ------------------------------------------------------------------------------
     def register(self, name: str, obj: Any, format: str | None = None, **options: Any) -> Connection:
@@ -106,11 +112,19 @@ class Connection:
     # -- queries -----------------------------------------------------------------------------
     def _runtime(self):
         if self._executor is None:
+            from puffin import launch
+
+            launch.ready(self._address, self._num_cpus)
             from puffin import runtime
 
-            runtime.ensure_started(self._address, self._num_cpus)
-            self._executor = runtime.Executor()
+            with self._cache_lock:
+                if self._executor is None:
+                    self._executor = runtime.Executor()
         return self._executor
+
+    def _remote(self) -> bool:
+        """Whether queries run on a cluster named by address (not one started here)."""
+        return bool(self._address or os.environ.get("RAY_ADDRESS"))
 
     def _settings(self, cpus: int, used: dict[str, sources.Source]) -> Settings:
         if self.target_partitions:
@@ -124,62 +138,74 @@ class Connection:
 
         Plans that read Iceberg tables or direct file references are not kept: a new commit or
         new files must be seen. Registered tables list their files once, at registration.
+        Planning holds no lock: queries on one connection plan concurrently.
         """
         key = (text, dialect, self._version, cpus, mem)
-        hit = self._plans.get(key)
-        if hit is not None:
-            self._plans.move_to_end(key)
-            return hit
+        if self._plans is not None:
+            with self._cache_lock:
+                hit = self._plans.get(key)
+                if hit is not None:
+                    self._plans.move_to_end(key)
+                    return hit
+
         def plan() -> _Planned:
             qp = plan_query(text, dialect, self._binder, lambda used: self._settings(cpus, used))
-            return _Planned(qp, {st.id: make_fragments(st, cpus, mem) for st in qp.stages}, dict(self._binder.used))
+            return _Planned(qp, {st.id: make_fragments(st, cpus, mem) for st in qp.stages}, qp.used)
 
         planned = retry_deep(plan)  # deeply nested expressions plan on a large stack
         used = planned.used
-        if not any(src.iceberg is not None or name.startswith("__src_") for name, src in used.items()):
-            self._plans[key] = planned
-            if len(self._plans) > PLAN_CACHE_SIZE:
-                self._plans.popitem(last=False)
+        if self._plans is not None and not any(src.iceberg is not None or name.startswith("__src_")
+                                               for name, src in used.items()):
+            with self._cache_lock:
+                self._plans[key] = planned
+                if len(self._plans) > PLAN_CACHE_SIZE:
+                    self._plans.popitem(last=False)
         return planned
 
     def sql(self, query: str, dialect: str = "duckdb", timeout: float | None = None) -> Result:
         """Run ``query``. Past ``timeout`` seconds its tasks are cancelled and ``QueryCancelled``
         is raised; on KeyboardInterrupt they are cancelled and the interrupt goes on up.
 
-        Until this process runs Ray (embedded mode, no cluster address), a plan of one small task
-        runs right here: ``SELECT 42`` or a query over a small table answers without waiting
-        seconds for Ray to start. The first query that needs more starts the local Ray."""
-        with self._lock:
-            text, mode = split_explain(query)
-            if timeout is None and not self._ray_running():
-                planned = self._plan(text, dialect, self._num_cpus or os.cpu_count() or 1, None)
-                if mode == "explain":
-                    return _text_result(explain(planned.plan.stages, planning_ms=planned.plan.planning_ms))
-                if _runs_inline(planned):
-                    table, metrics = _run_inline(planned)
-                    return self._finish(planned.plan, table, metrics, mode, inline=True)
+        In embedded mode (no cluster address) a plan of one small task runs right here, in
+        this thread: ``SELECT 42`` or a query over a small table answers in a millisecond or
+        two, with no task round trip and without waiting for Ray to start. Queries on one
+        connection may come from several threads: each plans and runs on its own."""
+        text, mode = split_explain(query)
+        local = not self._remote()
+        before_ray = local and not self._ray_running()
+        if before_ray:
+            cpus, mem = self._num_cpus or os.cpu_count() or 1, None
+        else:
+            self._runtime()
             from puffin import runtime
 
-            executor = self._runtime()
-            planned = self._plan(text, dialect, runtime.cluster_cpus(), runtime.memory_per_cpu())
-            qp, frags = planned.plan, planned.fragments
-            if mode == "explain":
-                return _text_result(explain(qp.stages, planning_ms=qp.planning_ms))
-            for src in planned.used.values():
-                if src.kind == "arrow":
-                    executor.put_table(src.source_id, src.table)
-            table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze", timeout=timeout)
-            return self._finish(qp, table, metrics, mode)
-
-    def _ray_running(self) -> bool:
-        """Whether queries go to Ray already: a cluster is named, or Ray runs in this process."""
-        if self._executor is not None or self._address or os.environ.get("RAY_ADDRESS"):
-            return True
-        if "ray" not in sys.modules:  # Ray not even imported: certainly not running
-            return False
+            cpus, mem = runtime.cluster_cpus(), runtime.memory_per_cpu()
+        planned = self._plan(text, dialect, cpus, mem)
+        if mode == "explain":
+            return _text_result(explain(planned.plan.stages, planning_ms=planned.plan.planning_ms))
+        if local and timeout is None and _runs_inline(planned):
+            table, metrics = _run_inline(planned)
+            return self._finish(planned.plan, table, metrics, mode, inline=True)
+        executor = self._runtime()
         from puffin import runtime
 
-        return runtime.is_started()
+        if before_ray:  # planned before Ray ran: tasks now get their share of its memory
+            cpus, mem = runtime.cluster_cpus(), runtime.memory_per_cpu()
+            planned = self._plan(text, dialect, cpus, mem)
+        qp, frags = planned.plan, planned.fragments
+        for src in planned.used.values():
+            if src.kind == "arrow":
+                executor.put_table(src.source_id, src.table)
+        table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze", timeout=timeout)
+        return self._finish(qp, table, metrics, mode)
+
+    def _ray_running(self) -> bool:
+        """Whether Ray runs in this process already (without importing it to find out)."""
+        if self._executor is not None:
+            return True
+        from puffin import launch
+
+        return launch.started_here()
 
     @staticmethod
     def _finish(qp: QueryPlan, table: pa.Table, metrics: list, mode: str | None, inline: bool = False) -> Result:
@@ -188,7 +214,7 @@ class Connection:
             for m in metrics:
                 by_stage.setdefault(m.stage_id, []).append(m)
             text = explain(qp.stages, by_stage, qp.planning_ms)
-            return _text_result(text + ("\nran in this process (one small task; Ray not started yet)" if inline else ""))
+            return _text_result(text + ("\nran in this process (one small task)" if inline else ""))
         return Result(table.rename_columns(qp.names) if qp.names is not None else table)
 
     def explain(self, query: str, dialect: str = "duckdb") -> str:
@@ -241,7 +267,8 @@ _default: Connection | None = None
 def connect(address: str | None = None, target_partitions: int | None = None,
             num_cpus: int | None = None, config: dict[str, float] | None = None,
             s3: dict[str, Any] | None = None, catalogs: dict[str, dict] | None = None,
-            default_catalog: str | None = None, default_namespace: str | None = None) -> Connection:
+            default_catalog: str | None = None, default_namespace: str | None = None,
+            plan_cache: bool = True, prestart: bool | None = None) -> Connection:
     """A new session on the Ray cluster at ``address`` (or RAY_ADDRESS), else a local Ray.
 
     ``s3`` overrides the AWS environment for s3:// paths: endpoint_url, region,
@@ -250,9 +277,13 @@ def connect(address: str | None = None, target_partitions: int | None = None,
     names not given there load from pyiceberg's own configuration. ``ns.table`` without a
     catalog uses ``default_catalog`` (default: the first configured, else "default"); with
     ``default_namespace``, a bare table name that is not registered is looked up there.
+    ``plan_cache=False`` plans every query anew (the benchmark's cold runs). ``prestart``
+    (embedded mode) starts the local Ray and warms its workers in the background while the
+    first queries run, so the first large query does not wait for them (default: on, unless the
+    environment says ``PUFFIN_PRESTART=0``).
     """
     return Connection(address, target_partitions, num_cpus, config, s3, catalogs, default_catalog,
-                      default_namespace)
+                      default_namespace, plan_cache, prestart)
 
 
 def default_connection() -> Connection:

@@ -14,8 +14,12 @@ import pytest
 import ray
 
 sys.path.insert(0, os.path.dirname(__file__))
+# The tests choose their Ray (fixtures below): connections do not start one in the background.
+# tests/test_launch.py covers the background start, each case in a fresh interpreter.
+os.environ.setdefault("PUFFIN_PRESTART", "0")
 
 import puffin.tpch
+from puffin import launch
 from puffin.demo import TABLES, generate_tpch
 
 
@@ -68,6 +72,7 @@ class RayBackends:
     def stop(self) -> None:
         if ray.is_initialized():
             ray.shutdown()
+        launch.stop_head()  # a local head a connection started on its own (no fixture) goes too
         if self.cluster is not None:
             self.cluster.shutdown()
             self.cluster = None

@@ -7,6 +7,7 @@ columns filled from the path); CSV and JSON units are whole files; in-memory sou
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,14 +56,16 @@ def _partition_expr(schema: pa.Schema, values) -> pc.Expression | None:
 
 
 _TYPES_DB: list[duckdb.DuckDBPyConnection] = []  # one small database a process (12 ms to open)
+_TYPES_LOCK = threading.Lock()  # DuckDB refuses a call on a connection busy with another
 
 
 @functools.lru_cache(maxsize=256)
 def sql_types(schema: pa.Schema) -> tuple[str, ...]:
     """DuckDB's names for the types of ``schema`` (as DuckDB would read such Arrow columns)."""
-    if not _TYPES_DB:
-        _TYPES_DB.append(duckdb.connect())
-    con = _TYPES_DB[0].cursor()
+    with _TYPES_LOCK:
+        if not _TYPES_DB:
+            _TYPES_DB.append(duckdb.connect())
+        con = _TYPES_DB[0].cursor()
     try:
         con.register("__t", schema.empty_table())
         return tuple(r[1] for r in con.execute("DESCRIBE __t").fetchall())

@@ -15,9 +15,9 @@ import pyarrow as pa
 from sqlglot import exp
 
 from puffin.errors import InternalError, NotSupportedError
-from puffin.planner.bind import Binder
+from puffin.planner.bind import Binder, Bound
 from puffin.planner.builder import PlanBuilder
-from puffin.planner.fallback import fallback_plan
+from puffin.planner.fallback import fallback_plan, whole_plan
 from puffin.planner.logical import Native, Plan
 from puffin.planner.parse import parse
 from puffin.planner.physical import PhysicalPlanner, Settings, Stage
@@ -31,6 +31,7 @@ class QueryPlan:
     stages: list[Stage]
     names: list[str] | None  # None: the result names its own columns (PIVOT)
     planning_ms: float
+    used: dict[str, Source]  # the sources it reads, by the names its scans use
 
 
 def plan_query(
@@ -38,30 +39,45 @@ def plan_query(
 ) -> QueryPlan:
     """Plan ``sql``; ``settings_for`` picks partition counts once the tables read are known.
 
-    What the distributed planner cannot split (sqlglot cannot optimize it, the builder does not
-    know a construct) runs whole in one DuckDB task instead (``fallback``), never refused."""
+    A query whose inputs are all small runs whole in one DuckDB task (``whole``): there is
+    nothing to split, so sqlglot's optimizer and the distributed planner are skipped. What the
+    distributed planner cannot split (sqlglot cannot optimize it, the builder does not know a
+    construct) runs whole in one DuckDB task too (``fallback``), never refused."""
     start = time.perf_counter()
-    bound = binder.bind(parse(sql, dialect), sql, dialect)
-    width = len(binder.output_names)
-    settings = settings_for(binder.used)
-    try:
-        if bound is None:
-            raise NotSupportedError(binder.unplanned)
-        logical, names = PlanBuilder(binder.used).build(bound)
-        logical = apply_rules(logical)
+    bound = binder.check(parse(sql, dialect), sql, dialect)
+    width = len(bound.output_names)
+    settings = settings_for(bound.used)
+    if _one_task(settings, bound):
+        logical: Plan = whole_plan(bound.resolved, bound.used, width)
+        names = bound.output_names
         stages = PhysicalPlanner(settings).plan(logical)
-    except (NotSupportedError, InternalError) as e:
-        logical, names = fallback_plan(binder.resolved, binder.used, str(e), width), binder.output_names
-        stages = PhysicalPlanner(settings).plan(logical)
+    else:
+        try:
+            stmt = binder.optimize(bound)
+            if stmt is None:
+                raise NotSupportedError(bound.unplanned)
+            logical, names = PlanBuilder(bound.used).build(stmt)
+            logical = apply_rules(logical)
+            stages = PhysicalPlanner(settings).plan(logical)
+        except (NotSupportedError, InternalError) as e:
+            logical, names = fallback_plan(bound.resolved, bound.used, str(e), width), bound.output_names
+            stages = PhysicalPlanner(settings).plan(logical)
     if width == len(names):
-        names = binder.output_names
+        names = bound.output_names
     if isinstance(logical, Native) and logical.statement.find(exp.Pivot):
         # PIVOT's columns are the pivoted values: known only once it has run
         stages[-1] = dataclasses.replace(stages[-1], schema=None)
         names = None
     else:
-        stages[-1] = dataclasses.replace(stages[-1], schema=_result_schema(stages[-1], binder.output_schema))
-    return QueryPlan(logical, stages, names, (time.perf_counter() - start) * 1000)
+        stages[-1] = dataclasses.replace(stages[-1], schema=_result_schema(stages[-1], bound.output_schema))
+    return QueryPlan(logical, stages, names, (time.perf_counter() - start) * 1000, bound.used)
+
+
+def _one_task(settings: Settings, bound: Bound) -> bool:
+    """Whether the planner would give the whole query one task anyway: partitions not set by
+    the user, and every input small enough for one scan task."""
+    return not settings.fixed and settings.partitions == 1 and all(
+        src.bytes <= settings.bytes_per_scan_task for src in bound.used.values())
 
 
 def _result_schema(last: Stage, duckdb_schema: pa.Schema | None) -> pa.Schema:

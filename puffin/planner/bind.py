@@ -14,7 +14,9 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
@@ -87,49 +89,69 @@ def _default_alias(path: str) -> str:
     return stem if stem and not stem[0].isdigit() and "*" not in path else ""
 
 
+@dataclass
+class Bound:
+    """One query's bound state: what the planner needs after the binder has checked it."""
+
+    resolved: exp.Expression  # the statement with its tables resolved to the names in ``used``
+    used: dict[str, Source]
+    output_names: list[str]  # as DuckDB names the result columns
+    output_schema: pa.Schema | None  # and the Arrow types DuckDB returns them as
+    schema: dict[str, dict[str, str]]  # table -> column -> DuckDB type, for sqlglot
+    unplanned: str = ""  # why sqlglot's optimizer cannot take it (set by ``optimize``)
+
+
 class Binder:
+    """Resolves and checks queries against a connection's tables. It keeps no per-query state
+    (each query's is in its ``Bound``), so queries on one connection bind concurrently."""
+
     def __init__(self, tables: dict[str, Source], resolve_files: FileResolver,
                  resolve_catalog: Callable[[exp.Table], Source] | None = None):
         self.tables = tables  # lower-case name -> Source; file sources are added per query
         self.resolve_files = resolve_files
         self.resolve_catalog = resolve_catalog  # catalog.namespace.table -> Source (Iceberg)
         self.default_namespace: str | None = None  # set: unregistered bare names go to the catalog
-        self.used: dict[str, Source] = {}
-        self.output_names: list[str] = []  # as DuckDB names the result columns
-        self.output_schema: pa.Schema | None = None  # and the Arrow types DuckDB returns them as
-        self.resolved: exp.Expression | None = None  # the statement with its tables resolved
-        self.unplanned = ""
-        self._swapped = False
-        self._validator = duckdb.connect()
+        self._validator = duckdb.connect()  # each check takes its own cursor
+        self._cursor_lock = threading.Lock()  # DuckDB refuses a call on a connection busy with another
         self._types: dict[int, dict[str, str]] = {}
 
-    def bind(self, stmt: exp.Expression, original_sql: str, dialect: str = "duckdb") -> exp.Expression | None:
-        """The optimized statement, or None when sqlglot's optimizer cannot take it (the planner
-        then runs ``self.resolved`` whole in DuckDB; ``self.unplanned`` says why)."""
-        self.used = {}
-        self._swapped = False
-        stmt = self._resolve_tables(stmt)
-        self.resolved = stmt
+    def check(self, stmt: exp.Expression, original_sql: str, dialect: str = "duckdb") -> Bound:
+        """Resolve the tables and let DuckDB bind the query over empty tables of their schemas:
+        unknown names and type errors surface here, before anything runs."""
+        used: dict[str, Source] = {}
+        stmt, swapped = self._resolve_tables(stmt, used)
         # DuckDB names unaliased result columns after the text it was given, so check the
         # user's own text when DuckDB can read it as is.
-        as_written = dialect == "duckdb" and not self._swapped
-        self._validate(original_sql if as_written else stmt.sql(dialect="duckdb"), original_sql)
-        schema = {name: self._column_types(src) for name, src in self.used.items()}
-        self.unplanned = ""
-        if uses_columns(stmt):
-            self.unplanned = "COLUMNS(...) expressions (DuckDB expands them, sqlglot does not)"
+        as_written = dialect == "duckdb" and not swapped
+        names, schema = self._validate(original_sql if as_written else stmt.sql(dialect="duckdb"),
+                                       original_sql, used)
+        types = {name: self._column_types(src) for name, src in used.items()}
+        return Bound(stmt, used, names, schema, types)
+
+    def optimize(self, bound: Bound) -> exp.Expression | None:
+        """The statement normalised by sqlglot's optimizer, or None when it cannot take it (the
+        planner then runs ``bound.resolved`` whole in DuckDB; ``bound.unplanned`` says why)."""
+        if uses_columns(bound.resolved):
+            bound.unplanned = "COLUMNS(...) expressions (DuckDB expands them, sqlglot does not)"
             return None
         try:
-            return optimize(stmt, schema=schema, dialect="duckdb", rules=AST_RULES)
+            return optimize(bound.resolved, schema=bound.schema, dialect="duckdb", rules=AST_RULES)
         except SqlglotError as e:
-            self.unplanned = f"sqlglot's optimizer: {str(e).splitlines()[0][:200]}"
+            bound.unplanned = f"sqlglot's optimizer: {str(e).splitlines()[0][:200]}"
         except (AssertionError, KeyError, ValueError, TypeError, AttributeError, IndexError, RecursionError) as e:
-            self.unplanned = f"sqlglot's optimizer failed ({type(e).__name__})"
+            bound.unplanned = f"sqlglot's optimizer failed ({type(e).__name__})"
         return None
 
+    def bind(self, stmt: exp.Expression, original_sql: str, dialect: str = "duckdb") -> exp.Expression | None:
+        """Check, then optimize (tests look at the optimized statement)."""
+        return self.optimize(self.check(stmt, original_sql, dialect))
+
     # -- tables ------------------------------------------------------------------------------
-    def _resolve_tables(self, stmt: exp.Expression) -> exp.Expression:
+    def _resolve_tables(self, stmt: exp.Expression, used: dict[str, Source]) -> tuple[exp.Expression, bool]:
+        """A copy of ``stmt`` with file and catalog references replaced by sources (added to
+        ``used``), and whether any was replaced."""
         stmt = stmt.copy()
+        swapped = False
         ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
         for table in list(stmt.find_all(exp.Table)):
             alias = table.alias
@@ -138,28 +160,28 @@ class Binder:
                     continue  # range(), generate_series(), ...: DuckDB computes them in the fallback
                 kind, paths, options = _reader_call(table.this)
                 src = self.resolve_files(paths if len(paths) > 1 else paths[0], kind, options)
-                self._swap(table, src, alias or _default_alias(paths[0]))
+                swapped = _swap(table, src, alias or _default_alias(paths[0]), used)
                 continue
             name = table.name
             if table.args.get("db"):
                 if self.resolve_catalog is None:
                     raise BindError(f"unknown table {table.sql('duckdb')}: no catalogs are configured")
                 src = self.resolve_catalog(table)
-                self._swap(table, src, alias or name.split("$")[0])
+                swapped = _swap(table, src, alias or name.split("$")[0], used)
                 continue
             if table.args.get("version") is not None or table.args.get("when") is not None:
                 raise NotSupportedError(f"time travel on '{name}': only Iceberg tables have snapshots")
             if name.lower() in ctes:
                 continue
             if name.lower() in self.tables:
-                self.used[name.lower()] = self.tables[name.lower()]
+                used[name.lower()] = self.tables[name.lower()]
                 continue
             if table.this.quoted and re.search(r"[/.*]", name):
                 src = self.resolve_files(name, None, {})
-                self._swap(table, src, alias or _default_alias(name))
+                swapped = _swap(table, src, alias or _default_alias(name), used)
                 continue
             if self.default_namespace and self.resolve_catalog is not None:
-                self._swap(table, self.resolve_catalog(table), alias or name.split("$")[0])
+                swapped = _swap(table, self.resolve_catalog(table), alias or name.split("$")[0], used)
                 continue
             known = sorted(self.tables)
             close = difflib.get_close_matches(name.lower(), known, n=1)
@@ -168,35 +190,44 @@ class Binder:
                 f"Table '{name}' does not exist.{hint} "
                 f"Known tables: {', '.join(known) if known else '(none registered)'}"
             )
-        return stmt
-
-    def _swap(self, table: exp.Table, src: Source, alias: str) -> None:
-        name = f"__src_{src.source_id}"
-        self.used[name] = src
-        self._swapped = True
-        new = exp.Table(this=exp.to_identifier(name, quoted=True))
-        if alias:
-            new.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
-        table.replace(new)
+        return stmt, swapped
 
     def _column_types(self, src: Source) -> dict[str, str]:
         if src.source_id not in self._types:
-            self._validator.register("__describe", src.schema.empty_table())
-            rows = self._validator.execute("DESCRIBE __describe").fetchall()
-            self._validator.unregister("__describe")
+            cur = self._cursor()
+            try:
+                cur.register("__describe", src.schema.empty_table())
+                rows = cur.execute("DESCRIBE __describe").fetchall()
+            finally:
+                cur.close()
             self._types[src.source_id] = {r[0]: r[1] for r in rows}
         return self._types[src.source_id]
 
     # -- DuckDB as the type checker ----------------------------------------------------------
-    def _validate(self, sql: str, original_sql: str) -> None:
-        for name, src in self.used.items():
-            self._validator.register(name, src.schema.empty_table())
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        with self._cursor_lock:
+            return self._validator.cursor()
+
+    def _validate(self, sql: str, original_sql: str, used: dict[str, Source]) -> tuple[list[str], pa.Schema]:
+        """The result's column names and Arrow types, as DuckDB binds ``sql`` (no rows read)."""
+        cur = self._cursor()  # registrations are the cursor's own: queries do not meet
         try:
-            rel = self._validator.sql(sql.strip().rstrip(";"))
-            self.output_names = list(rel.columns)
-            self.output_schema = arrow_schema(self._validator, rel)
+            for name, src in used.items():
+                cur.register(name, src.schema.empty_table())
+            rel = cur.sql(sql.strip().rstrip(";"))
+            return list(rel.columns), arrow_schema(cur, rel)
         except duckdb.Error as e:
-            raise translate_duckdb_error(e, original_sql, self.used) from None
+            raise translate_duckdb_error(e, original_sql, used) from None
         finally:
-            for name in self.used:
-                self._validator.unregister(name)
+            cur.close()
+
+
+def _swap(table: exp.Table, src: Source, alias: str, used: dict[str, Source]) -> bool:
+    """Replace a file or catalog reference by its source's name (a quoted ``__src_<id>``)."""
+    name = f"__src_{src.source_id}"
+    used[name] = src
+    new = exp.Table(this=exp.to_identifier(name, quoted=True))
+    if alias:
+        new.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+    table.replace(new)
+    return True

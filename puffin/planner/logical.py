@@ -275,7 +275,8 @@ class Native(Plan):
 
     ``statement`` is the user's query (tables resolved) over the names in ``tables``; each is
     bound to the matching plan in ``inputs`` (a scan of that table), whose columns it sees under
-    their own names (``columns``). ``reason`` says why the planner fell back (shown in EXPLAIN).
+    their own names (``columns``). ``reason`` says why the planner fell back (shown in EXPLAIN);
+    empty when the inputs are small enough that the whole query is one task anyway.
     """
 
     statement: exp.Expression
