@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -52,6 +53,8 @@ def local_lambda(tmp_path_factory):
         log.seek(0)
         pytest.fail(f"local lambda did not start: {line}\n{log.read().decode(errors='replace')}")
     service = LocalLambda(proc, line.split("listening on ")[1].split()[0])
+    # keep reading what the service and its workers print, so a full pipe never blocks them
+    threading.Thread(target=lambda: [log.write(b) for b in proc.stdout], daemon=True).start()
     yield service
     proc.terminate()
     try:
