@@ -82,6 +82,16 @@ def cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
+def node_count() -> int:
+    """The cluster's live nodes that can run tasks."""
+    return max(1, sum(1 for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")))
+
+
+def largest_node_cpus() -> int:
+    return max([int(n["Resources"]["CPU"]) for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")]
+               or [1])
+
+
 def memory_per_cpu() -> int | None:
     res = ray.cluster_resources()
     mem, cpus = res.get("memory"), res.get("CPU")
@@ -141,6 +151,7 @@ class Executor:
 
     def __init__(self) -> None:
         self._tables: dict[int, ray.ObjectRef] = {}
+        self._node_cpus = largest_node_cpus()  # a task reserves the cores its DuckDB uses, up to a node's
 
     def put_table(self, source_id: int, table: pa.Table) -> None:
         if source_id not in self._tables:
@@ -177,7 +188,8 @@ class Executor:
                         layout.append(len(pieces))
                         args.extend(pieces)
                     n_out = _output_count(stage)
-                    refs = _run.options(num_returns=n_out + 1, num_cpus=1).remote(frag, tuple(layout), n_tables, *args)
+                    cpus = max(1, min(frag.threads, self._node_cpus))
+                    refs = _run.options(num_returns=n_out + 1, num_cpus=cpus).remote(frag, tuple(layout), n_tables, *args)
                     tasks.append(refs)
                     outs.append(refs[:-1])
                     metric_refs.append(refs[-1])

@@ -31,7 +31,7 @@ BYTES_PER_PARTITION = 1e9
 PLAN_CACHE_SIZE = 128  # above one partition per CPU, one more per this many input bytes
 
 
-TUNABLES = ("broadcast_bytes", "replicate_bytes", "bytes_per_scan_task", "range_sort_rows")
+TUNABLES = ("broadcast_bytes", "replicate_bytes", "bytes_per_scan_task", "range_sort_rows", "one_task_bytes")
 
 
 class Connection:
@@ -40,7 +40,9 @@ class Connection:
     ``config`` tunes the physical planner: ``broadcast_bytes`` (largest estimated join side
     sent whole to every task; 0 forces hash joins), ``replicate_bytes`` (largest source a task
     reads whole instead of receiving it through an exchange), ``bytes_per_scan_task`` and
-    ``range_sort_rows`` (ORDER BY over more estimated rows range-partitions; 0 always does).
+    ``range_sort_rows`` (ORDER BY over more estimated rows range-partitions; 0 always does),
+    ``one_task_bytes`` (local inputs up to this size each run the whole query as one DuckDB task
+    using all of a node's cores; default: no limit on a one-node cluster, 64 MB on several).
     """
 
     def __init__(self, address: str | None = None, target_partitions: int | None = None,
@@ -126,21 +128,24 @@ class Connection:
         """Whether queries run on a cluster named by address (not one started here)."""
         return bool(self._address or os.environ.get("RAY_ADDRESS"))
 
-    def _settings(self, cpus: int, used: dict[str, sources.Source]) -> Settings:
+    def _settings(self, cpus: int, nodes: int, used: dict[str, sources.Source]) -> Settings:
+        config = dict(self.config)
+        if nodes == 1:
+            config.setdefault("one_task_bytes", math.inf)
         if self.target_partitions:
-            return Settings(self.target_partitions, True, cpus, **self.config)
+            return Settings(self.target_partitions, True, cpus, **config)
         biggest = max((s.bytes for s in used.values()), default=0)
         n = 1 if biggest < SMALL_INPUT_BYTES else max(cpus, math.ceil(biggest / BYTES_PER_PARTITION))
-        return Settings(n, False, cpus, **self.config)
+        return Settings(n, False, cpus, **config)
 
-    def _plan(self, text: str, dialect: str, cpus: int, mem: int | None) -> _Planned:
+    def _plan(self, text: str, dialect: str, cpus: int, mem: int | None, nodes: int = 1) -> _Planned:
         """Plan a query, or reuse the plan of the same text against the same tables.
 
         Plans that read Iceberg tables or direct file references are not kept: a new commit or
         new files must be seen. Registered tables list their files once, at registration.
         Planning holds no lock: queries on one connection plan concurrently.
         """
-        key = (text, dialect, self._version, cpus, mem)
+        key = (text, dialect, self._version, cpus, mem, nodes)
         if self._plans is not None:
             with self._cache_lock:
                 hit = self._plans.get(key)
@@ -149,7 +154,7 @@ class Connection:
                     return hit
 
         def plan() -> _Planned:
-            qp = plan_query(text, dialect, self._binder, lambda used: self._settings(cpus, used))
+            qp = plan_query(text, dialect, self._binder, lambda used: self._settings(cpus, nodes, used))
             return _Planned(qp, {st.id: make_fragments(st, cpus, mem) for st in qp.stages}, qp.used)
 
         planned = retry_deep(plan)  # deeply nested expressions plan on a large stack
@@ -166,21 +171,23 @@ class Connection:
         """Run ``query``. Past ``timeout`` seconds its tasks are cancelled and ``QueryCancelled``
         is raised; on KeyboardInterrupt they are cancelled and the interrupt goes on up.
 
-        In embedded mode (no cluster address) a plan of one small task runs right here, in
-        this thread: ``SELECT 42`` or a query over a small table answers in a millisecond or
-        two, with no task round trip and without waiting for Ray to start. Queries on one
-        connection may come from several threads: each plans and runs on its own."""
+        In embedded mode (no cluster address) a plan of one task runs right here, in this
+        thread, with DuckDB on this machine's cores: ``SELECT 42`` or a query over a small table
+        answers in a millisecond or two, and on a one-node cluster every query over local files
+        is such a plan, so none waits for Ray to start or pays a task round trip. A ``timeout``
+        sends the task to Ray, where it can be cancelled. Queries on one connection may come
+        from several threads: each plans and runs on its own."""
         text, mode = split_explain(query)
         local = not self._remote()
         before_ray = local and not self._ray_running()
-        if before_ray:
-            cpus, mem = self._num_cpus or os.cpu_count() or 1, None
+        if before_ray:  # the local Ray to come is one node with this machine's CPUs
+            cpus, mem, nodes = self._num_cpus or os.cpu_count() or 1, None, 1
         else:
             self._runtime()
             from puffin import runtime
 
-            cpus, mem = runtime.cluster_cpus(), runtime.memory_per_cpu()
-        planned = self._plan(text, dialect, cpus, mem)
+            cpus, mem, nodes = runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count()
+        planned = self._plan(text, dialect, cpus, mem, nodes)
         if mode == "explain":
             return _text_result(explain(planned.plan.stages, planning_ms=planned.plan.planning_ms))
         if local and timeout is None and _runs_inline(planned):
@@ -190,8 +197,8 @@ class Connection:
         from puffin import runtime
 
         if before_ray:  # planned before Ray ran: tasks now get their share of its memory
-            cpus, mem = runtime.cluster_cpus(), runtime.memory_per_cpu()
-            planned = self._plan(text, dialect, cpus, mem)
+            cpus, mem, nodes = runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count()
+            planned = self._plan(text, dialect, cpus, mem, nodes)
         qp, frags = planned.plan, planned.fragments
         for src in planned.used.values():
             if src.kind == "arrow":
@@ -233,11 +240,10 @@ class _Planned:
 
 
 def _runs_inline(planned: _Planned) -> bool:
-    """One stage of one task over small inputs: cheaper here than on a Ray worker."""
+    """One stage of one task: run here, on this machine's cores, rather than on a Ray worker of
+    the same machine (no task round trip, no result copied through the object store)."""
     stages = planned.plan.stages
-    if len(stages) != 1 or stages[0].tasks != 1:
-        return False
-    return sum(s.scan.source.bytes for s in stages[0].scans) <= SMALL_INPUT_BYTES
+    return len(stages) == 1 and stages[0].tasks == 1
 
 
 def _run_inline(planned: _Planned) -> tuple[pa.Table, list]:

@@ -7,6 +7,7 @@ rules (``rules``) -> stages at exchanges (``physical``) -> fragments (``fragment
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,10 +48,12 @@ def plan_query(
     bound = binder.check(parse(sql, dialect), sql, dialect)
     width = len(bound.output_names)
     settings = settings_for(bound.used)
-    if _one_task(settings, bound):
-        logical: Plan = whole_plan(bound.resolved, bound.used, width)
+    whole = _one_task(settings, bound)
+    if whole:
+        logical: Plan = whole_plan(bound.resolved, bound.used, width, whole)
         names = bound.output_names
-        stages = PhysicalPlanner(settings).plan(logical)
+        # one task reads every file itself, with all its threads: no scan is split off
+        stages = PhysicalPlanner(dataclasses.replace(settings, bytes_per_scan_task=math.inf)).plan(logical)
     else:
         try:
             stmt = binder.optimize(bound)
@@ -73,11 +76,24 @@ def plan_query(
     return QueryPlan(logical, stages, names, (time.perf_counter() - start) * 1000, bound.used)
 
 
-def _one_task(settings: Settings, bound: Bound) -> bool:
-    """Whether the planner would give the whole query one task anyway: partitions not set by
-    the user, and every input small enough for one scan task."""
-    return not settings.fixed and settings.partitions == 1 and all(
-        src.bytes <= settings.bytes_per_scan_task for src in bound.used.values())
+def _one_task(settings: Settings, bound: Bound) -> str:
+    """Why the whole query is one DuckDB task, or "" when it is planned distributed.
+
+    Partitions not set by the user, and every input small: under ``bytes_per_scan_task`` (one
+    scan task would read it anyway), or a local file or in-memory table under
+    ``one_task_bytes`` (no limit on a one-node cluster). Object-store and Iceberg inputs over
+    the first bound stay distributed: their scans prune files and row groups with the
+    query's filters, which the whole statement's reader does not."""
+    if settings.fixed:
+        return ""
+    small = all(src.bytes <= settings.bytes_per_scan_task for src in bound.used.values())
+    if small:
+        return "small inputs"
+    local = all(src.bytes <= settings.bytes_per_scan_task or (src.storage is None and src.iceberg is None)
+                for src in bound.used.values())
+    if local and all(src.bytes <= settings.one_task_bytes for src in bound.used.values()):
+        return "inputs fit one node" if math.isinf(settings.one_task_bytes) else "inputs under one_task_bytes"
+    return ""
 
 
 def _result_schema(last: Stage, duckdb_schema: pa.Schema | None) -> pa.Schema:

@@ -53,8 +53,8 @@ def node_line(p: Plan, scans: dict[int, str]) -> str:
         return f"Limit {p.limit} offset {p.offset}"
     if isinstance(p, SetOp):
         return f"{p.kind.upper()}{'' if p.distinct else ' ALL'}"
-    if isinstance(p, Native) and not p.reason:
-        return "Whole statement in one DuckDB task (small inputs)"
+    if isinstance(p, Native) and not p.fallback:
+        return f"Whole statement in one DuckDB task ({p.reason})"
     if isinstance(p, Native):
         return f"Fallback: the whole statement in one DuckDB task ({_short(p.reason, 90)})"
     if isinstance(p, Values):

@@ -8,6 +8,8 @@ the fallback and why it happened; nothing of the statement is dropped or approxi
 
 from __future__ import annotations
 
+import dataclasses
+
 from sqlglot import exp
 
 from puffin.planner.bind import uses_columns
@@ -23,15 +25,15 @@ def _all_columns_needed(stmt: exp.Expression) -> bool:
     return any(j.args.get("method") or (j.kind or "").upper() == "NATURAL" for j in stmt.find_all(exp.Join))
 
 
-def whole_plan(stmt: exp.Expression, used: dict[str, Source], width: int) -> Native:
-    """A query over small inputs, run whole by one DuckDB task (nothing to split or reorder)."""
-    return fallback_plan(stmt, used, "", width)
+def whole_plan(stmt: exp.Expression, used: dict[str, Source], width: int, why: str) -> Native:
+    """A query run whole by one DuckDB task because there is nothing to gain from splitting it
+    (``why``: small inputs, or a cluster of one node)."""
+    return dataclasses.replace(fallback_plan(stmt, used, why, width), fallback=False)
 
 
 def fallback_plan(stmt: exp.Expression, used: dict[str, Source], reason: str, width: int) -> Native:
     """``stmt`` (tables already resolved to the names in ``used``) as one Native node.
 
-    An empty ``reason`` means nothing fell back: the inputs are small (``whole_plan``).
     Each table is scanned for the columns the statement can reference: those whose names occur
     in it as identifiers (a safe over-estimate), or all of them when a star can reach them.
     """

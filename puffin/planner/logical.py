@@ -275,8 +275,8 @@ class Native(Plan):
 
     ``statement`` is the user's query (tables resolved) over the names in ``tables``; each is
     bound to the matching plan in ``inputs`` (a scan of that table), whose columns it sees under
-    their own names (``columns``). ``reason`` says why the planner fell back (shown in EXPLAIN);
-    empty when the inputs are small enough that the whole query is one task anyway.
+    their own names (``columns``). ``reason`` says why the planner fell back (shown in EXPLAIN),
+    or, with ``fallback`` False, why one task is the plan of choice (small inputs, one node).
     """
 
     statement: exp.Expression
@@ -285,6 +285,7 @@ class Native(Plan):
     columns: tuple[tuple[str, ...], ...]
     names: tuple[str, ...]
     reason: str
+    fallback: bool = True
 
     def children(self) -> tuple[Plan, ...]:
         return self.inputs

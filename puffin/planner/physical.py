@@ -96,6 +96,10 @@ class Settings:
     replicate_bytes: float = 16e6
     bytes_per_scan_task: float = 64e6
     range_sort_rows: float = 2e6  # ORDER BY over more (estimated) rows range-partitions
+    # inputs (local files, in-memory tables) up to this size each run the whole query in one
+    # DuckDB task: the session sets no limit on a one-node cluster (every exchange between
+    # processes of one machine is pure overhead there) and 64 MB otherwise
+    one_task_bytes: float = 64e6
 
 
 @dataclass(eq=False)
