@@ -39,7 +39,7 @@ from benchmarks.engine_run import Config, EngineRun
 from benchmarks.engines import ENGINES
 from benchmarks.explain import summarise
 from benchmarks.report import short_error
-from benchmarks.workers import MemorySampler
+from benchmarks.workers import MemorySampler, wait_until_idle
 from puffin.testing import compare, has_order_by
 from puffin.tpch import QUERIES_DIR
 
@@ -326,6 +326,9 @@ def run_group(
     print(f"[run] starting {', '.join(r.label for r in runs)} ...", flush=True)
     for run in runs:
         run.ensure_started()
+    waited = wait_until_idle([run.worker for run in runs if run.worker is not None])
+    results.setdefault("warm_settle_s", []).append(waited)
+    print(f"[run] workers idle after {waited:.1f} s", flush=True)
     for qid, sql in queries.items():
         entries = run_query(runs, qid, sql, reference[qid], args, tmp, sampler)
         for run in runs:

@@ -183,6 +183,31 @@ class MemorySampler:
         self._thread.join()
 
 
+def wait_until_idle(workers: list[Worker], cores: float = 0.25, window: float = 1.0, timeout: float = 60.0) -> float:
+    """Wait until the process trees of ``workers`` together use under ``cores`` CPUs over
+    ``window`` seconds (at most ``timeout``): an engine that starts services in the background
+    (Puffin's Ray and its daemons, for seconds after connect) must not slow the timed runs
+    of the others. Returns the seconds waited."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout:
+        before = {}
+        for p in (p for w in workers for p in w.processes()):
+            try:
+                before[p] = sum(p.cpu_times()[:2])
+            except psutil.Error:
+                continue
+        time.sleep(window)
+        used = 0.0
+        for p, cpu in before.items():
+            try:
+                used += sum(p.cpu_times()[:2]) - cpu
+            except psutil.Error:
+                continue
+        if used / window < cores:
+            break
+    return time.perf_counter() - start
+
+
 def python_for(spec) -> Path | str:
     """The interpreter that runs ``spec``'s worker: its own venv or the harness's."""
     if spec.requirements is None:
