@@ -24,11 +24,13 @@ from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer import RULES as SQLGLOT_RULES
 from sqlglot.optimizer import optimize
+from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.simplify import simplify
 
 from puffin.errors import BindError, NotSupportedError
 from puffin.planner.diagnose import translate_duckdb_error
+from puffin.planner.rules.balance import balance_connectors
 from puffin.planner.rules.decorrelate import alias_subquery_projections, decorrelate
 from puffin.planner.rules.exists_to_semijoin import exists_to_semijoin
 from puffin.planner.rules.simplify_exact import simplify_exact
@@ -39,6 +41,10 @@ from puffin.sources import Source
 AST_RULES = (alias_subquery_projections, qualify, exists_to_semijoin, decorrelate) + tuple(r for r in SQLGLOT_RULES if r is not qualify)
 # ... with number arithmetic left to DuckDB (rules/simplify_exact.py)
 AST_RULES = tuple(simplify_exact if r is simplify else r for r in AST_RULES)
+# ... with long AND/OR chains kept balanced (rules/balance.py): at the start, and after the
+# passes that rebuild connectors left-deep (sqlglot's simplify inside pushdown_predicates, simplify)
+AST_RULES = (balance_connectors,) + tuple(
+    x for r in AST_RULES for x in ((r, balance_connectors) if r in (pushdown_predicates, simplify_exact) else (r,)))
 FileResolver = Callable[[str | list[str], str | None, dict], Source]
 READERS = {"read_parquet": "parquet", "parquet_scan": "parquet", "read_csv": "csv",
            "read_csv_auto": "csv", "read_json": "json", "read_json_auto": "json",

@@ -21,6 +21,7 @@ from puffin.errors import InternalError
 from puffin.sources import Source
 
 NamedExpr = tuple[str, exp.Expression]
+BALANCE_FROM = 16  # and_all builds conjunctions of this many parts balanced
 
 
 def col(name: str) -> exp.Column:
@@ -44,18 +45,27 @@ def fresh(name: str, taken) -> str:
 
 
 def conjuncts(e: exp.Expression | None) -> list[exp.Expression]:
-    if e is None:
-        return []
-    e = e.unnest()
-    if isinstance(e, exp.And):
-        return conjuncts(e.this) + conjuncts(e.expression)
-    return [e]
+    """The operands of a (parenthesised, nested) AND chain, left to right; linear, no recursion."""
+    out: list[exp.Expression] = []
+    stack = [e] if e is not None else []
+    while stack:
+        node = stack.pop().unnest()
+        if isinstance(node, exp.And):
+            stack += (node.expression, node.this)
+        else:
+            out.append(node)
+    return out
 
 
 def and_all(parts: list[exp.Expression]) -> exp.Expression | None:
     if not parts:
         return None
-    return exp.and_(*parts, copy=False)  # parenthesises OR operands
+    if len(parts) < BALANCE_FROM:
+        return exp.and_(*parts, copy=False)  # parenthesises OR operands
+    # long conjunctions as a balanced tree (see rules/balance.py), operands parenthesised alike
+    from puffin.planner.rules.balance import balanced
+
+    return balanced(exp.And, [exp.paren(p, copy=False) if isinstance(p, exp.Connector) else p for p in parts])
 
 
 @dataclass(frozen=True, eq=False)

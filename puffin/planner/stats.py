@@ -87,8 +87,9 @@ def _(plan: Join) -> float:
     equi = any(is_equi(c, set(plan.left.schema), set(plan.right.schema)) for c in conjuncts(plan.condition))
     if equi:
         # key/foreign-key join: the bigger side keeps the fraction of keys the smaller one kept
-        small = plan.right if rr <= lr else plan.left
-        return max(1.0, max(lr, rr) * min(1.0, rows(small) / base_rows(small)))
+        # (its rows are lr / rr already: estimating them again doubles the work at every level)
+        small, small_rows = (plan.right, rr) if rr <= lr else (plan.left, lr)
+        return max(1.0, max(lr, rr) * min(1.0, small_rows / base_rows(small)))
     if plan.condition is None:
         return lr * rr
     return max(lr, lr * rr * 0.1)

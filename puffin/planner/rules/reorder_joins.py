@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from puffin.planner.logical import Filter, Join, Plan, and_all, col, columns_in, conjuncts
-from puffin.planner.stats import is_equi, rows
+from puffin.planner.stats import rows
 
 
 def _flatten(plan: Plan, leaves: list[Plan], conds: list[exp.Expression]) -> None:
@@ -73,23 +73,47 @@ def _greedy(leaves: list[Plan], conds: list[exp.Expression]) -> Plan:
     est = [rows(leaf) for leaf in leaves]
     cols = [set(leaf.schema) for leaf in leaves]
     conds = conds + _implied(conds, cols)
+    # each conjunct's columns, as the inputs that provide them, computed once (-1: none does);
+    # an equality's two sides apart: it connects input i to the joined ones when one side is
+    # all joined and the other is i's alone (``is_equi``)
+    owner = {c: i for i, cs in enumerate(cols) for c in cs}
+
+    def inputs(names: set[str]) -> frozenset[int]:
+        return frozenset(owner.get(n, -1) for n in names)
+
+    info = []
+    for c in conds:
+        sides = None
+        if isinstance(c, exp.EQ):
+            a, b = columns_in(c.this), columns_in(c.expression)
+            if a and b:
+                sides = (inputs(a), inputs(b))
+        info.append((c, inputs(columns_in(c)), sides))
     applied = _Classes()
     start = max(range(len(leaves)), key=lambda i: est[i])
-    current, joined = leaves[start], set(cols[start])
+    current, joined = leaves[start], {start}
     remaining = [i for i in range(len(leaves)) if i != start]
-    pending = list(conds)
+    pending = info
     while remaining:
-        connected = [i for i in remaining if any(is_equi(c, joined, cols[i]) for c in pending)]
+        reach: set[int] = set()
+        for _, _, sides in pending:
+            if sides is not None:
+                a, b = sides
+                if len(b) == 1 and a <= joined:
+                    reach |= b
+                if len(a) == 1 and b <= joined:
+                    reach |= a
+        connected = [i for i in remaining if i in reach]
         pick = min(connected or remaining, key=lambda i: est[i])
         remaining.remove(pick)
-        joined |= cols[pick]
-        now = [c for c in pending if columns_in(c) <= joined]
-        pending = [c for c in pending if not any(c is n for n in now)]
+        joined.add(pick)
+        now = [c for c, needs, _ in pending if needs <= joined]
+        pending = [x for x in pending if not x[1] <= joined]
         # an equality already implied by those applied so far would only repeat a filter
         now = [c for c in now if (p := _column_pair(c)) is None or applied.union(*p)]
         cond = and_all(now)
         current = Join(current, leaves[pick], "inner" if cond is not None else "cross", cond)
-    rest = and_all(pending)
+    rest = and_all([c for c, _, _ in pending])
     return Filter(current, rest) if rest is not None else current
 
 
