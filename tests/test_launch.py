@@ -1,6 +1,7 @@
-"""Embedded mode starts Ray in the background at connect(): a helper process brings up the head
-while the first queries are planned and answered in-process, and everything Ray started ends
-with the user's process. Each case runs in a fresh interpreter (Ray is process-global)."""
+"""Ray started in the background at connect() (``prestart``): a helper process brings up the
+head while the first queries are planned and answered in-process, and everything Ray started
+ends with the user's process; an embedded session over local data starts none until a plan
+needs it. Each case runs in a fresh interpreter (Ray is process-global)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import json, os, sys, threading
 import duckdb, pyarrow as pa, puffin
 t = pa.table({"g": [i % 7 for i in range(1000)], "a": list(range(1000))})
 oracle = duckdb.connect(); oracle.register("t", t)
-con = puffin.connect()  # returns at once; Ray comes up beside the queries below
+con = puffin.connect(prestart=True)  # returns at once; Ray comes up beside the queries below
 con.register("t", t)
 starting = [th.name for th in threading.enumerate() if th.name == "puffin-runtime-start"]
 small = "SELECT g, sum(a) AS s FROM t GROUP BY g ORDER BY g"
@@ -50,7 +51,7 @@ print(json.dumps({"starting": starting, "head": launch._head.pid if launch._head
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("PUFFIN_PRESTART", None)  # the default: start in the background
+    env.pop("PUFFIN_PRESTART", None)  # the defaults, not the test suite's
     env.pop("RAY_ADDRESS", None)
     return env
 
@@ -69,12 +70,14 @@ def test_connect_starts_ray_in_the_background_and_it_ends_with_the_process():
         time.sleep(0.2)
 
 
-def test_prestart_off_starts_nothing_until_a_query_needs_ray():
+def test_an_embedded_session_over_local_data_starts_no_ray_until_a_plan_needs_it():
     script = ("import sys, threading, puffin\n"
-              "con = puffin.connect(prestart=False)\n"
+              "con = puffin.connect()\n"
               "assert con.sql('SELECT 1 AS x').fetchall() == [(1,)]\n"
               "assert 'ray' not in sys.modules\n"
               "assert not [t for t in threading.enumerate() if t.name == 'puffin-runtime-start']\n"
+              "big = puffin.connect(target_partitions=2)  # distributed plans: Ray starts beside\n"
+              "assert [t for t in threading.enumerate() if t.name == 'puffin-runtime-start']\n"
               "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           env=_env(), check=False)

@@ -26,6 +26,7 @@ ENGINES: dict[str, EngineSpec] = {
     spec.name: spec
     for spec in (
         EngineSpec("puffin", "puffin_engine"),
+        EngineSpec("puffin-dist", "puffin_dist_engine"),
         EngineSpec("duckdb", "duckdb_engine"),
         EngineSpec("spark", "spark_engine", requirements=("pyspark==3.5.9", "pyarrow==21.0.0", "pandas==2.2.3")),
         EngineSpec(
