@@ -15,6 +15,8 @@ import os
 import signal
 import time
 import traceback
+from concurrent import futures
+from concurrent.futures import Future
 from typing import Any
 
 import pyarrow as pa
@@ -92,6 +94,11 @@ def largest_node_cpus() -> int:
                or [1])
 
 
+def free_cpus() -> int:
+    """CPUs no task holds now (the ``auto`` offload policy's free Ray slots)."""
+    return max(0, int(ray.available_resources().get("CPU", 0)))
+
+
 def memory_per_cpu() -> int | None:
     res = ray.cluster_resources()
     mem, cpus = res.get("memory"), res.get("CPU")
@@ -158,7 +165,7 @@ class Executor:
             self._tables[source_id] = ray.put(table)
 
     def run(self, stages: list[Stage], fragments: dict[int, list[Fragment]], analyze: bool = False,
-            timeout: float | None = None):
+            timeout: float | None = None, offload=None):
         """Run the stages' fragments; return the final table and (``analyze``) every task's metrics.
 
         The driver waits in short slices, so a failed task, ``timeout`` seconds passing (counted
@@ -169,32 +176,76 @@ class Executor:
         ``QueryCancelled``; a KeyboardInterrupt is re-raised as it is (Python's convention: Ctrl-C
         stops the program unless the caller chose to catch it); a failed fragment raises
         ``ExecutionError`` (or the ``PuffinError`` it raised), lost workers ``TransientError``.
+
+        ``offload`` (a ``puffin.lambda_bridge.offload.QueryOffload``) names the scan fragments
+        that run on AWS Lambda: they are invoked first, on the invoker's threads; each one's
+        partitions enter the object store (``ray.put``) as it answers, so the stages reading them
+        are submitted once their inputs exist and receive them as they would a task's outputs.
+        Stages not waiting on Lambda are submitted at once, as always. A fragment Lambda cannot
+        run (``LambdaUnavailable``) runs as its Ray task instead.
         """
         if timeout is not None and timeout <= 0:
             raise PuffinError(f"timeout must be a positive number of seconds, not {timeout!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        outputs: dict[int, list[list[ray.ObjectRef]]] = {}
+        outputs: dict[int, list[list[ray.ObjectRef] | None]] = {}
         metric_refs: list[ray.ObjectRef] = []
+        direct: list[Metrics] = []  # metrics of the fragments Lambda ran
         tasks: list[list[ray.ObjectRef]] = []  # every task's return objects, to cancel and drain
+        invocations: dict[Future, tuple[Stage, int, Fragment]] = {}
+
+        def submit(stage: Stage, i: int, frag: Fragment) -> list[ray.ObjectRef]:
+            args: list[Any] = [self._tables[r.source_id] for r in frag.scans if r.kind == "arrow"]
+            n_tables = len(args)
+            layout = []
+            for ex in stage.inputs:
+                pieces = _pieces(outputs[ex.stage_id], ex.mode, i)
+                layout.append(len(pieces))
+                args.extend(pieces)
+            n_out = _output_count(stage)
+            cpus = max(1, min(frag.threads, self._node_cpus))
+            refs = _run.options(num_returns=n_out + 1, num_cpus=cpus).remote(frag, tuple(layout), n_tables, *args)
+            tasks.append(refs)
+            metric_refs.append(refs[-1])
+            return refs[:-1]
+
         try:
-            for stage in stages:
-                outs = []
-                for i, frag in enumerate(fragments[stage.id]):
-                    args: list[Any] = [self._tables[r.source_id] for r in frag.scans if r.kind == "arrow"]
-                    n_tables = len(args)
-                    layout = []
-                    for ex in stage.inputs:
-                        pieces = _pieces(outputs[ex.stage_id], ex.mode, i)
-                        layout.append(len(pieces))
-                        args.extend(pieces)
-                    n_out = _output_count(stage)
-                    cpus = max(1, min(frag.threads, self._node_cpus))
-                    refs = _run.options(num_returns=n_out + 1, num_cpus=cpus).remote(frag, tuple(layout), n_tables, *args)
-                    tasks.append(refs)
-                    outs.append(refs[:-1])
-                    metric_refs.append(refs[-1])
-                outputs[stage.id] = outs
-            metrics = _await(metric_refs, deadline)
+            if offload is not None:
+                for stage in stages:
+                    for i, frag in enumerate(fragments[stage.id]):
+                        if offload.wants(frag):
+                            invocations[offload.submit(frag)] = (stage, i, frag)
+            offloaded = {(s.id, i) for s, i, _ in invocations.values()}
+            pending = list(stages)
+            while True:
+                waiting = []
+                for stage in pending:  # in order: a stage's inputs come before it
+                    if any(outputs.get(ex.stage_id) is None or any(o is None for o in outputs[ex.stage_id])
+                           for ex in stage.inputs):
+                        waiting.append(stage)  # an input is still on Lambda
+                        continue
+                    outputs[stage.id] = [None if (stage.id, i) in offloaded else submit(stage, i, frag)
+                                         for i, frag in enumerate(fragments[stage.id])]
+                pending = waiting
+                if not invocations:
+                    break
+                for fut in _await_invocations(invocations, deadline):
+                    stage, i, frag = invocations.pop(fut)
+                    try:
+                        parts, m = fut.result()
+                    except offload.Unavailable as e:  # on Ray instead (or the setting's error)
+                        instead = offload.fell_back(frag, e)
+                        if instead is not None:
+                            raise instead from None
+                        outputs[stage.id][i] = submit(stage, i, frag)
+                    except PuffinError:  # LambdaQueryError: DuckDB rejected it; Ray would too
+                        raise
+                    except Exception as e:  # noqa: BLE001 - the bridge's own bug: Ray runs it
+                        offload.fell_back(frag, e)
+                        outputs[stage.id][i] = submit(stage, i, frag)
+                    else:
+                        outputs[stage.id][i] = [ray.put(p) for p in parts]
+                        direct.append(m)
+            metrics = direct + _await(metric_refs, deadline)
             result = ray.get(outputs[stages[-1].id][0][0])
         except _TimedOut:
             _abandon(tasks, force=True)
@@ -211,7 +262,24 @@ class Executor:
         except BaseException:  # KeyboardInterrupt (re-raised as it is) or anything unexpected
             _abandon(tasks, force=True)
             raise
+        finally:
+            if offload is not None:
+                offload.stop()
+                for fut in invocations:
+                    fut.cancel()
+                offload.finish()
         return result, metrics if analyze else []
+
+
+def _await_invocations(invocations: dict[Future, Any], deadline: float | None) -> set[Future]:
+    """The Lambda invocations done now, waiting at most ``POLL_S`` (the deadline, Ctrl-C)."""
+    wait = POLL_S
+    if deadline is not None:
+        wait = min(wait, deadline - time.monotonic())
+        if wait <= 0:
+            raise _TimedOut
+    done, _ = futures.wait(list(invocations), timeout=wait, return_when=futures.FIRST_COMPLETED)
+    return done
 
 
 class _TimedOut(Exception):

@@ -49,7 +49,7 @@ class Connection:
                  num_cpus: int | None = None, config: dict[str, float] | None = None,
                  s3: dict[str, Any] | None = None, catalogs: dict[str, dict] | None = None,
                  default_catalog: str | None = None, default_namespace: str | None = None,
-                 plan_cache: bool = True, prestart: bool | None = None):
+                 plan_cache: bool = True, prestart: bool | None = None, lambda_: dict[str, Any] | None = None):
         if target_partitions is not None and (not isinstance(target_partitions, int) or target_partitions < 1):
             raise PuffinError("target_partitions must be a positive integer")
         unknown = set(config or {}) - set(TUNABLES)
@@ -69,8 +69,10 @@ class Connection:
         self._cache_lock = threading.Lock()  # the plan cache and the executor; never held while planning
         self._version = 0  # bumped by register/unregister: cached plans name the tables they saw
         self._plans: OrderedDict[tuple, _Planned] | None = OrderedDict() if plan_cache else None
+        self._lambda = _lambda_settings(lambda_)  # None: nothing is offloaded (and nothing imported)
+        self._invoker = None
         if prestart is None:
-            prestart = _wants_ray(address, target_partitions, config, s3, catalogs)
+            prestart = _wants_ray(address, target_partitions, config, s3, catalogs, lambda_)
         if prestart:
             from puffin import launch
 
@@ -189,10 +191,18 @@ class Connection:
             cpus, mem, nodes = runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count()
         planned = self._plan(text, dialect, cpus, mem, nodes)
         if mode == "explain":
-            return _text_result(explain(planned.plan.stages, planning_ms=planned.plan.planning_ms))
+            decisions = self._decisions(planned, cpus if before_ray else None)
+            notes = None if decisions is None else _offload_notes(decisions)
+            return _text_result(explain(planned.plan.stages, planning_ms=planned.plan.planning_ms, notes=notes))
         if local and timeout is None and _runs_inline(planned):
+            offload = self._offload(planned, cpus if before_ray else None)
+            if offload is not None and offload.active:  # the one fragment goes to Lambda, no Ray
+                table, metrics = _run_inline_on_lambda(planned, offload)
+                return self._finish(planned.plan, table, metrics, mode, offload=offload,
+                                    inline="ran on Lambda from this process (one task)"
+                                    if offload.ran else "ran in this process (one task, after Lambda failed)")
             table, metrics = _run_inline(planned)
-            return self._finish(planned.plan, table, metrics, mode, inline=True)
+            return self._finish(planned.plan, table, metrics, mode, inline="ran in this process (one small task)")
         executor = self._runtime()
         from puffin import runtime
 
@@ -203,8 +213,40 @@ class Connection:
         for src in planned.used.values():
             if src.kind == "arrow":
                 executor.put_table(src.source_id, src.table)
-        table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze", timeout=timeout)
-        return self._finish(qp, table, metrics, mode)
+        offload = self._offload(planned, None)
+        table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze", timeout=timeout,
+                                      offload=offload if offload is not None and offload.active else None)
+        return self._finish(qp, table, metrics, mode, offload=offload)
+
+    # -- the Lambda offload ------------------------------------------------------------------
+    def _decisions(self, planned: _Planned, free_slots: int | None) -> dict | None:
+        """Which fragments go to Lambda (None: offload is off). ``free_slots`` None: ask Ray."""
+        if self._lambda is None:
+            return None
+        from puffin.lambda_bridge.offload import decide
+
+        if free_slots is None and self._lambda.offload == "auto":
+            from puffin import runtime
+
+            free_slots = runtime.free_cpus()
+        return decide(self._lambda, planned.plan.stages, planned.fragments, free_slots or 0)
+
+    def _offload(self, planned: _Planned, free_slots: int | None):
+        """The query's ``QueryOffload``, or None when offload is off."""
+        decisions = self._decisions(planned, free_slots)
+        if decisions is None:
+            return None
+        from puffin.lambda_bridge.offload import QueryOffload
+
+        return QueryOffload(self._lambda_invoker(), decisions)
+
+    def _lambda_invoker(self):
+        with self._cache_lock:
+            if self._invoker is None:
+                from puffin.lambda_bridge.invoker import Invoker
+
+                self._invoker = Invoker(self._lambda, self._s3)
+            return self._invoker
 
     def _ray_running(self) -> bool:
         """Whether Ray runs in this process already (without importing it to find out)."""
@@ -215,13 +257,15 @@ class Connection:
         return launch.started_here()
 
     @staticmethod
-    def _finish(qp: QueryPlan, table: pa.Table, metrics: list, mode: str | None, inline: bool = False) -> Result:
+    def _finish(qp: QueryPlan, table: pa.Table, metrics: list, mode: str | None, inline: str | None = None,
+                offload=None) -> Result:
         if mode == "analyze":
             by_stage: dict[int, list] = {}
             for m in metrics:
                 by_stage.setdefault(m.stage_id, []).append(m)
-            text = explain(qp.stages, by_stage, qp.planning_ms)
-            return _text_result(text + ("\nran in this process (one small task)" if inline else ""))
+            notes = None if offload is None else offload.notes([st.id for st in qp.stages])
+            text = explain(qp.stages, by_stage, qp.planning_ms, notes=notes)
+            return _text_result(text + (f"\n{inline}" if inline else ""))
         return Result(table.rename_columns(qp.names) if qp.names is not None else table)
 
     def explain(self, query: str, dialect: str = "duckdb") -> str:
@@ -230,6 +274,9 @@ class Connection:
 
     def close(self) -> None:
         self._executor = None
+        if self._invoker is not None:
+            self._invoker.close()
+            self._invoker = None
 
 
 def _wants_ray(address, target_partitions, config, s3, catalogs, lambda_=None) -> bool:
@@ -273,6 +320,47 @@ def _run_inline(planned: _Planned) -> tuple[pa.Table, list]:
     return parts[0], [metrics]
 
 
+def _run_inline_on_lambda(planned: _Planned, offload) -> tuple[pa.Table, list]:
+    """The plan's one fragment on Lambda, invoked from this thread; where Lambda cannot run it
+    (throttled, timed out, misconfigured), in this process as ``_run_inline`` would."""
+    frag = planned.fragments[planned.plan.stages[0].id][0]
+    try:
+        try:
+            parts, metrics = offload.run(frag)
+        except offload.Unavailable as e:
+            instead = offload.fell_back(frag, e)
+            if instead is not None:
+                raise instead from None
+        except PuffinError:  # DuckDB rejected the fragment on Lambda: it would here too
+            raise
+        except Exception as e:  # noqa: BLE001 - a bug of the bridge: run it here
+            offload.fell_back(frag, e)
+        else:
+            return parts[0], [metrics]
+    finally:
+        offload.finish()
+    return _run_inline(planned)
+
+
+def _lambda_settings(overrides: dict[str, Any] | None):
+    """The ``lambda_`` settings over the environment's ``PUFFIN_LAMBDA_*``; None when neither asks
+    for anything but ``offload="never"`` (the bridge is then not even imported)."""
+    if overrides is None and not any(k.startswith("PUFFIN_LAMBDA_") and v for k, v in os.environ.items()):
+        return None
+    if overrides is not None and not isinstance(overrides, dict):
+        raise PuffinError(f"lambda_ must be a dict of settings, not {type(overrides).__name__}")
+    from puffin.lambda_bridge.settings import LambdaSettings
+
+    settings = LambdaSettings.resolve(overrides)
+    return None if settings.offload == "never" else settings
+
+
+def _offload_notes(decisions: dict) -> dict[int, list[str]]:
+    from puffin.lambda_bridge.offload import plan_notes
+
+    return plan_notes(decisions)
+
+
 def _text_result(text: str) -> Result:
     return Result(pa.table({"explain": [text]}), text=text)
 
@@ -284,7 +372,8 @@ def connect(address: str | None = None, target_partitions: int | None = None,
             num_cpus: int | None = None, config: dict[str, float] | None = None,
             s3: dict[str, Any] | None = None, catalogs: dict[str, dict] | None = None,
             default_catalog: str | None = None, default_namespace: str | None = None,
-            plan_cache: bool = True, prestart: bool | None = None) -> Connection:
+            plan_cache: bool = True, prestart: bool | None = None,
+            lambda_: dict[str, Any] | None = None) -> Connection:
     """A new session on the Ray cluster at ``address`` (or RAY_ADDRESS), else a local Ray.
 
     ``s3`` overrides the AWS environment for s3:// paths: endpoint_url, region,
@@ -301,9 +390,14 @@ def connect(address: str | None = None, target_partitions: int | None = None,
     runs every query in-process as one DuckDB task on a one-node cluster and starts Ray only
     when a plan needs it: starting it anyway cost the first query a second of the machine's
     CPUs and the process tree 1.3 GiB. ``PUFFIN_PRESTART=1`` / ``0`` overrides the default.
+
+    ``lambda_`` offloads scan fragments over S3 to AWS Lambda (``puffin.lambda_bridge``):
+    ``{"function": "puffin-engine", "region": ..., "offload": "auto" | "always" | "never",
+    "max_concurrency": ..., "endpoint_url": ..., ...}`` on top of the environment's
+    ``PUFFIN_LAMBDA_*`` (see ``LambdaSettings``). Default: nothing is offloaded.
     """
     return Connection(address, target_partitions, num_cpus, config, s3, catalogs, default_catalog,
-                      default_namespace, plan_cache, prestart)
+                      default_namespace, plan_cache, prestart, lambda_)
 
 
 def default_connection() -> Connection:

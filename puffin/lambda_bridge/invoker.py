@@ -106,10 +106,14 @@ class Invoker:
 
     # -- fragments -----------------------------------------------------------------------------
     def submit(self, fragment, query_id: str, attempt: int = 0, mode: str | None = None) -> Future:
+        return self.call_async(self.invoke, fragment, query_id, attempt, mode)
+
+    def call_async(self, fn, *args) -> Future:
+        """Run ``fn(*args)`` on the invoker's pool (``max_concurrency`` threads)."""
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="puffin-lambda")
-        return self._pool.submit(self.invoke, fragment, query_id, attempt, mode)
+            return self._pool.submit(fn, *args)
 
     def invoke(self, fragment, query_id: str, attempt: int = 0, mode: str | None = None):
         """Run ``fragment`` (a scan fragment) on its group member; ``(parts, metrics, info)``."""

@@ -76,7 +76,9 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f}TB"
 
 
-def explain(stages: list[Stage], metrics: dict[int, list] | None = None, planning_ms: float | None = None) -> str:
+def explain(stages: list[Stage], metrics: dict[int, list] | None = None, planning_ms: float | None = None,
+            notes: dict[int, list[str]] | None = None) -> str:
+    """``notes``: lines printed under a stage's head (the Lambda offload: decision, how it ran)."""
     lines = []
     for st in reversed(stages):
         scans = {
@@ -96,6 +98,7 @@ def explain(stages: list[Stage], metrics: dict[int, list] | None = None, plannin
                      f" task time total={total * 1000:.1f}ms max={slowest * 1000:.1f}ms"
                      f" workers={len({m.pid for m in ms})}")
         lines.append(head)
+        lines.extend("  " + ln for ln in (notes or {}).get(st.id, ()))
         lines.extend("  " + ln for ln in tree(st.plan, scans))
     if planning_ms is not None:
         lines.append(f"planning: {planning_ms:.1f}ms")

@@ -1,0 +1,199 @@
+# ruff: noqa: F811 - the fixtures imported from tests.lambda_bridge.conftest are parameters here
+"""Queries whose scan fragments run on the local Lambda service, with the rest of the plan on Ray.
+
+The local Invoke API service (``python -m puffin.lambda_bridge.local``) and the S3 test server
+(SeaweedFS) are the ones tests/lambda_bridge uses; Ray is the local test Ray. The 22 TPC-H
+queries run with ``offload="always"`` and must match DuckDB with every scan fragment on Lambda;
+injected throttles, timeouts and crashes fall back to Ray; a second run hits the warm-partition
+caches; bad configuration warns once (``auto``) or names the setting (``always``).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+import puffin
+from puffin.demo import TABLES
+from puffin.errors import PuffinError
+from puffin.lambda_bridge.offload import LambdaFallbackWarning
+from puffin.testing import assert_same_result, has_order_by
+from tests.conftest import tpch_query
+from tests.lambda_bridge.conftest import FUNCTION_TIMEOUT_S, big, events, local_lambda, s3_options  # noqa: F401
+
+AGG = "SELECT grp, count(*) AS n, sum(v) AS s FROM events GROUP BY grp ORDER BY grp"
+DISTRIBUTED = {"broadcast_bytes": 0, "replicate_bytes": 0}  # scans, shuffles and joins: many stages
+
+
+def lambda_settings(local_lambda, s3_bucket, **extra) -> dict:
+    return {"endpoint_url": local_lambda.endpoint, "function_timeout": FUNCTION_TIMEOUT_S,
+            "results_url": f"s3://{s3_bucket}/offload-results", "max_concurrency": 4, "offload": "always", **extra}
+
+
+def connect(s3_server, local_lambda, s3_bucket, partitions: int | None = 2, **extra):
+    return puffin.connect(target_partitions=partitions, s3=s3_options(s3_server), config=DISTRIBUTED,
+                          lambda_=lambda_settings(local_lambda, s3_bucket, **extra))
+
+
+def offload_lines(text: str) -> list[tuple[int, int, int]]:
+    """(on Lambda, fragments, on Ray) of every offloaded stage of an EXPLAIN ANALYZE."""
+    return [tuple(map(int, m)) for m in re.findall(r"Lambda: (\d+) of (\d+) fragments on \S+, Ray: (\d+)", text)]
+
+
+def counter(text: str, name: str) -> int:
+    return sum(int(v) for v in re.findall(rf"\b{name}=(\d+)", text))
+
+
+@pytest.fixture(scope="module")
+def tpch(local_ray, s3_server, s3_tpch, s3_bucket, local_lambda):
+    c = connect(s3_server, local_lambda, s3_bucket)
+    for t in TABLES:
+        c.register(t, f"{s3_tpch}/{t}")
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def faults(local_lambda):
+    yield lambda **kw: local_lambda.control("faults", {"function": "puffin-engine", **kw})
+    local_lambda.control("faults", {"function": "puffin-engine", "throttle": 0, "deny": 0, "timeout": 0, "crash": 0,
+                                    "error": 0})
+    local_lambda.control("config", {"function": "puffin-engine", "timeout": FUNCTION_TIMEOUT_S, "concurrency": None})
+
+
+@pytest.fixture(scope="module")
+def ev(local_ray, s3_server, s3_bucket, local_lambda, events):
+    c = connect(s3_server, local_lambda, s3_bucket)
+    c.register("events", events)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def expected(local_ray, s3_server, events):
+    c = puffin.connect(target_partitions=2, s3=s3_options(s3_server))
+    c.register("events", events)
+    return c.sql(AGG).arrow()
+
+
+@pytest.mark.parametrize("q", range(1, 23), ids=lambda q: f"q{q:02d}")
+def test_tpch_with_every_scan_on_lambda_matches_duckdb(tpch, oracle, local_lambda, q):
+    sql = tpch_query(q)
+    assert_same_result(tpch.sql(sql).arrow(), oracle.sql(sql).to_arrow_table(), ordered=has_order_by(sql),
+                       label=f"q{q} offloaded")
+    text = tpch.sql("EXPLAIN ANALYZE " + sql).render()
+    stages = offload_lines(text)
+    assert stages, text
+    for on_lambda, total, on_ray in stages:
+        assert on_lambda == total and on_ray == 0, text
+    assert "fallback to Ray" not in text, text
+    # a stage reading a table and an exchange (a join) is not a scan fragment: Ray runs it
+    assert all("reads exchange inputs" in ln for ln in text.splitlines() if "Offload: none" in ln), text
+
+
+def test_plain_explain_says_the_decision(ev, local_ray, s3_server, s3_bucket, local_lambda, events):
+    text = ev.sql("EXPLAIN " + AGG).render()
+    assert "Offload: 2/2 fragments to Lambda (offload=always)" in text, text
+    auto = connect(s3_server, local_lambda, s3_bucket, offload="auto", auto_factor=100)
+    auto.register("events", events)
+    text = auto.sql("EXPLAIN " + AGG).render()
+    assert re.search(r"Offload: none, on Ray \(offload=auto: 2 scan fragments fit \d+ free Ray slots", text), text
+    assert "Offload" not in ev.sql("EXPLAIN SELECT 42").render()  # nothing read: nothing to decide
+
+
+def test_auto_offloads_when_fragments_outnumber_free_slots(local_ray, s3_server, s3_bucket, local_lambda, events,
+                                                           expected):
+    c = connect(s3_server, local_lambda, s3_bucket, offload="auto", auto_factor=0.01)
+    c.register("events", events)
+    assert_same_result(c.sql(AGG).arrow(), expected, ordered=True)
+    text = c.sql("EXPLAIN ANALYZE " + AGG).render()
+    assert offload_lines(text) == [(2, 2, 0)] and "offload=auto: 2 scan fragments > 0.01 x" in text, text
+
+
+def test_default_is_todays_behaviour_without_the_bridge():
+    code = ("import sys, puffin; c = puffin.connect(prestart=False); assert c.sql('SELECT 42').fetchall() == [(42,)]; "
+            "assert 'boto3' not in sys.modules and not [m for m in sys.modules if 'lambda_bridge' in m]; "
+            "assert 'Offload' not in c.sql('EXPLAIN SELECT 42').render()")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PUFFIN_LAMBDA_")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+
+
+def test_second_run_hits_the_warm_partition_cache(ev, local_lambda):
+    ev.sql("EXPLAIN ANALYZE " + AGG)  # the files are now in some warm instances' caches
+    text = ev.sql("EXPLAIN ANALYZE " + AGG).render()
+    assert counter(text, "hits") >= 1 and counter(text, "warm") >= 1, text
+    assert re.search(r"hit=\d+\.\dKB", text), text
+
+
+@pytest.mark.parametrize("fault, reason", [("throttle", "throttled"), ("timeout", "timeout"), ("crash", "crashed")])
+def test_injected_failures_fall_back_to_ray(ev, expected, faults, local_lambda, fault, reason):
+    if fault == "timeout":
+        local_lambda.control("config", {"function": "puffin-engine", "timeout": 1.0})
+    n = 4 if fault == "throttle" else 1  # botocore retries a 429 once (max_attempts=2): 2 fragments x 2
+    faults(**{fault: n})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LambdaFallbackWarning)  # transient: no warning
+        assert_same_result(ev.sql(AGG).arrow(), expected, ordered=True, label=fault)
+    faults(**{fault: n})
+    text = ev.sql("EXPLAIN ANALYZE " + AGG).render()
+    assert "fallback to Ray: task" in text and f": {reason}: " in text, text
+    (on_lambda, total, on_ray), = offload_lines(text)
+    assert on_ray >= 1 and on_lambda + on_ray == total, text
+
+
+def test_a_missing_function_warns_once_and_runs_on_ray(local_ray, s3_server, s3_bucket, local_lambda, events,
+                                                       expected):
+    c = connect(s3_server, local_lambda, s3_bucket, function="no-such-function", offload="auto", auto_factor=0.01)
+    c.register("events", events)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert_same_result(c.sql(AGG).arrow(), expected, ordered=True)
+    mine = [w for w in caught if issubclass(w.category, LambdaFallbackWarning)]
+    assert len(mine) == 1, [str(w.message) for w in caught]
+    assert "no-such-function" in str(mine[0].message) and "not found" in str(mine[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = c.sql("EXPLAIN ANALYZE " + AGG).render()
+    assert offload_lines(text) == [(0, 2, 2)] and text.count("fallback to Ray") == 2 and "not_found" in text, text
+
+
+def test_a_missing_function_with_always_names_the_setting(local_ray, s3_server, s3_bucket, local_lambda,
+                                                          events):
+    c = connect(s3_server, local_lambda, s3_bucket, function="no-such-function")
+    c.register("events", events)
+    with pytest.raises(PuffinError, match=r"lambda setting 'function' with offload='always'.*no-such-function"):
+        c.sql(AGG)
+    # the one-task plan (run from this process, no Ray task) says the same
+    one = puffin.connect(s3=s3_options(s3_server), lambda_=lambda_settings(local_lambda, s3_bucket,
+                                                                            function="no-such-function"))
+    one.register("events", events)
+    with pytest.raises(PuffinError, match="lambda setting 'function'"):
+        one.sql(AGG)
+
+
+def test_one_task_plans_go_to_lambda_from_this_process(local_ray, s3_server, s3_bucket, local_lambda, events,
+                                                       expected, faults):
+    c = connect(s3_server, local_lambda, s3_bucket, partitions=None)  # small inputs: one task, in-process
+    c.register("events", events)
+    assert_same_result(c.sql(AGG).arrow(), expected, ordered=True)
+    text = c.sql("EXPLAIN ANALYZE " + AGG).render()
+    assert offload_lines(text) == [(1, 1, 0)] and text.endswith("ran on Lambda from this process (one task)"), text
+    faults(crash=1)
+    text = c.sql("EXPLAIN ANALYZE " + AGG).render()
+    assert "fallback to Ray: task 0: crashed" in text and text.endswith("after Lambda failed)"), text
+    faults(crash=1)
+    assert_same_result(c.sql(AGG).arrow(), expected, ordered=True)
+
+
+def test_a_result_over_the_inline_limit_comes_back_through_s3(local_ray, s3_server, s3_bucket, local_lambda,
+                                                              big):
+    c = connect(s3_server, local_lambda, s3_bucket, partitions=1)
+    c.register("big", big)
+    t = c.sql("SELECT id, s FROM big").arrow()
+    assert t.num_rows == 150_000 and sorted(t.column("id").to_pylist()) == list(range(150_000))
+    text = c.sql("EXPLAIN ANALYZE SELECT id, s FROM big").render()
+    assert "via S3=1" in text and "fallback to Ray" not in text, text
