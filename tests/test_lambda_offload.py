@@ -3,22 +3,25 @@
 
 The local Invoke API service (``python -m puffin.lambda_bridge.local``) and the S3 test server
 (SeaweedFS) are the ones tests/lambda_bridge uses; Ray is the local test Ray. The 22 TPC-H
-queries run with ``offload="always"`` and must match DuckDB with every scan fragment on Lambda;
+queries at SF0.1 run from S3 with ``offload="always"`` and must match DuckDB with every scan
+fragment on Lambda (EXPLAIN ANALYZE says so);
 injected throttles, timeouts and crashes fall back to Ray; a second run hits the warm-partition
 caches; bad configuration warns once (``auto``) or names the setting (``always``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 import warnings
 
+import duckdb
 import pytest
 
 import puffin
-from puffin.demo import TABLES
+from puffin.demo import TABLES, generate_tpch
 from puffin.errors import PuffinError
 from puffin.lambda_bridge.offload import LambdaFallbackWarning
 from puffin.testing import assert_same_result, has_order_by
@@ -48,15 +51,6 @@ def counter(text: str, name: str) -> int:
     return sum(int(v) for v in re.findall(rf"\b{name}=(\d+)", text))
 
 
-@pytest.fixture(scope="module")
-def tpch(local_ray, s3_server, s3_tpch, s3_bucket, local_lambda):
-    c = connect(s3_server, local_lambda, s3_bucket)
-    for t in TABLES:
-        c.register(t, f"{s3_tpch}/{t}")
-    yield c
-    c.close()
-
-
 @pytest.fixture
 def faults(local_lambda):
     yield lambda **kw: local_lambda.control("faults", {"function": "puffin-engine", **kw})
@@ -80,12 +74,11 @@ def expected(local_ray, s3_server, events):
     return c.sql(AGG).arrow()
 
 
-@pytest.mark.parametrize("q", range(1, 23), ids=lambda q: f"q{q:02d}")
-def test_tpch_with_every_scan_on_lambda_matches_duckdb(tpch, oracle, local_lambda, q):
+def check_offloaded(con, oracle, q: int, label: str) -> None:
     sql = tpch_query(q)
-    assert_same_result(tpch.sql(sql).arrow(), oracle.sql(sql).to_arrow_table(), ordered=has_order_by(sql),
-                       label=f"q{q} offloaded")
-    text = tpch.sql("EXPLAIN ANALYZE " + sql).render()
+    assert_same_result(con.sql(sql).arrow(), oracle.sql(sql).to_arrow_table(), ordered=has_order_by(sql),
+                       label=f"q{q} {label}")
+    text = con.sql("EXPLAIN ANALYZE " + sql).render()
     stages = offload_lines(text)
     assert stages, text
     for on_lambda, total, on_ray in stages:
@@ -93,6 +86,29 @@ def test_tpch_with_every_scan_on_lambda_matches_duckdb(tpch, oracle, local_lambd
     assert "fallback to Ray" not in text, text
     # a stage reading a table and an exchange (a join) is not a scan fragment: Ray runs it
     assert all("reads exchange inputs" in ln for ln in text.splitlines() if "Offload: none" in ln), text
+
+
+@pytest.fixture(scope="module")
+def sf01(tmp_path_factory, local_ray, s3_server, s3_bucket, local_lambda):
+    """TPC-H SF0.1 on the S3 test server (lineitem and orders in 4 files, 1 MB row groups), its
+    DuckDB oracle and a connection offloading every scan fragment (4 partitions)."""
+    d = generate_tpch(str(tmp_path_factory.getbasetemp() / "tpch-sf0.1"), 0.1, parts=4, row_group_bytes="1MB")
+    client = s3_server.client()
+    for t in TABLES:
+        for name in sorted(os.listdir(os.path.join(d, t))):
+            client.upload_file(os.path.join(d, t, name), s3_bucket, f"tpch-sf0.1/{t}/{name}")
+    oracle = duckdb.connect()
+    c = connect(s3_server, local_lambda, s3_bucket, partitions=4)
+    for t in TABLES:
+        oracle.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{d}/{t}/*.parquet')")
+        c.register(t, f"s3://{s3_bucket}/tpch-sf0.1/{t}")
+    yield c, oracle
+    c.close()
+
+
+@pytest.mark.parametrize("q", range(1, 23), ids=lambda q: f"q{q:02d}")
+def test_tpch_sf01_with_every_scan_on_lambda_matches_duckdb(sf01, q):
+    check_offloaded(*sf01, q, "SF0.1 offloaded")
 
 
 def test_plain_explain_says_the_decision(ev, local_ray, s3_server, s3_bucket, local_lambda, events):
