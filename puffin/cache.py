@@ -16,6 +16,7 @@ an empty cache (``get`` misses, ``put`` stores nothing) until it answers again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -41,16 +42,50 @@ SCAN_EVERY = 50  # puts between listings of the whole cache (others' puts count 
 _PROCESS = secrets.token_hex(8)  # in-memory tables are versions of this process only
 
 
-def normalize(sql: str, dialect: str = "duckdb") -> str:
-    """The query as sqlglot writes it back: one text for every spelling of the same query."""
+# functions whose answer changes from one run to the next: a query calling one is not cached
+VOLATILE = {"rand", "random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7", "now", "currenttimestamp",
+            "currentdate", "currenttime", "currentdatetime", "localtimestamp", "localtime", "today",
+            "get_current_timestamp", "get_current_time", "transaction_timestamp", "current_localtimestamp",
+            "setseed", "nextval", "currval", "puffin_history"}
+
+
+def _parse(sql, dialect: str) -> list:
     import sqlglot
 
+    if isinstance(sql, str):
+        return [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
+    return [sql]  # an expression the caller parsed already
+
+
+def normalize(sql, dialect: str = "duckdb") -> str:
+    """The query (text or a parsed sqlglot expression) as sqlglot writes it back: one text for
+    every spelling of the same query (whitespace, keyword case, comments)."""
     try:
-        stmts = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
-        text = ";\n".join(s.sql(dialect=dialect, comments=False) for s in stmts)
+        text = ";\n".join(s.sql(dialect=dialect, comments=False) for s in _parse(sql, dialect))
     except Exception:  # noqa: BLE001 - unparsable text will fail on its own; key it verbatim
-        text = " ".join(sql.split())
+        text = " ".join(str(sql).split())
     return f"{dialect}:{text}"
+
+
+def cacheable(sql, dialect: str = "duckdb") -> bool:
+    """Whether the answer may come from the cache: one query (no write, no DDL) calling no
+    volatile function (``VOLATILE``) and sampling nothing."""
+    from sqlglot import exp
+
+    try:
+        stmts = _parse(sql, dialect)
+    except Exception:  # noqa: BLE001
+        return False
+    if len(stmts) != 1 or not isinstance(stmts[0], exp.Query):
+        return False
+    for node in stmts[0].walk():
+        if isinstance(node, exp.TableSample):
+            return False
+        if isinstance(node, exp.Func):
+            name = node.name if isinstance(node, exp.Anonymous) else type(node).__name__
+            if name.lower() in VOLATILE:
+                return False
+    return True
 
 
 def input_versions(sources: dict[str, Any]) -> list[tuple] | None:
@@ -134,10 +169,21 @@ def _s3_fs(config: S3Config) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
+@functools.lru_cache(maxsize=1)
+def _version() -> str:
+    """Puffin's version, in every key: another Puffin may answer otherwise."""
+    try:
+        from importlib.metadata import version
+
+        return version("puffindb")
+    except Exception:  # noqa: BLE001 - not installed (a source tree on sys.path)
+        return "unknown"
+
+
 def cache_key(sql_normalized: str, inputs: list[tuple], settings: Any = ()) -> str:
     if isinstance(settings, dict):
         settings = tuple(sorted(settings.items()))
-    text = repr((FORMAT, sql_normalized, sorted(map(repr, inputs)), repr(settings)))
+    text = repr((FORMAT, _version(), sql_normalized, sorted(map(repr, inputs)), repr(settings)))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -184,8 +230,9 @@ class ResultCache:
             return self._corrupt(key, e)
         try:
             data = self._read(self._path(key, "parquet"))
-        except FileNotFoundError as e:
-            return self._corrupt(key, e)
+        except FileNotFoundError:  # evicted by another process meanwhile (or lost): the marker goes
+            self._remove(key)
+            return None
         except (OSError, pa.ArrowException) as e:
             return self._failed("reading", e)
         if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
@@ -230,7 +277,11 @@ class ResultCache:
         if time.monotonic() < self._down_until or table.nbytes > 8 * self.max_entry_bytes:
             return None
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
+        try:
+            pq.write_table(table, sink)
+        except (pa.ArrowException, ValueError, TypeError) as e:  # a type Parquet cannot hold
+            log.debug("result not cached: %s", e)
+            return None
         data = sink.getvalue()
         if data.size > self.max_entry_bytes:
             return None
@@ -347,4 +398,4 @@ def open_cache(url: str | None | bool, s3_config: S3Config | None = None, **opti
     return ResultCache(pafs.LocalFileSystem(), path, path, **options)
 
 
-__all__ = ["ResultCache", "cache_key", "input_versions", "normalize", "open_cache"]
+__all__ = ["ResultCache", "cache_key", "cacheable", "input_versions", "normalize", "open_cache"]

@@ -117,17 +117,28 @@ def _prepare(entry: dict) -> tuple[str, float, str]:
     return e["id"], start.timestamp() * 1000, json.dumps(e, default=_plain)
 
 
+def _row(e: dict) -> dict:
+    snaps = e.get("snapshots") or {}
+    if not isinstance(snaps, dict):
+        snaps = {str(i): s for i, s in enumerate(snaps)}
+    frags = e.get("fragments") or {}
+    num = lambda k, cast=int: None if e.get(k) is None else cast(e[k])
+    text = lambda k: None if e.get(k) is None else str(e[k])
+    return {"id": text("id"), "query": text("query"), "user": text("user"), "start": _when(e["start"]),
+            "duration": num("duration", float), "rows": num("rows"), "bytes_scanned": num("bytes_scanned"),
+            "stages": num("stages"), "cache": text("cache"), "error": text("error"),
+            "snapshots": [(str(k), int(v)) for k, v in snaps.items() if v is not None],
+            "fragments": {k: int(frags.get(k) or 0) for k in FRAGMENT_KINDS}}
+
+
 def to_table(entries: list[dict]) -> pa.Table:
-    """Entries as a table of ``SCHEMA``, newest first."""
+    """Entries as a table of ``SCHEMA``, newest first (an entry that does not fit is skipped)."""
     rows = []
     for e in entries:
-        snaps = e.get("snapshots") or {}
-        if not isinstance(snaps, dict):
-            snaps = {str(i): s for i, s in enumerate(snaps)}
-        frags = e.get("fragments") or {}
-        rows.append({**{f: e.get(f) for f in SCHEMA.names}, "start": _when(e["start"]),
-                     "snapshots": [(str(k), int(v)) for k, v in snaps.items() if v is not None],
-                     "fragments": {k: int(frags.get(k) or 0) for k in FRAGMENT_KINDS}})
+        try:
+            rows.append(_row(e))
+        except (KeyError, ValueError, TypeError, AttributeError):
+            log.debug("query log entry skipped: %r", e)
     rows.sort(key=lambda r: (r["start"], r["id"] or ""), reverse=True)
     return pa.Table.from_pylist(rows, schema=SCHEMA)
 
@@ -167,6 +178,10 @@ class QueryLog:
             if entry.get("duration") is None:
                 entry["duration"] = (time.perf_counter() - t0) * 1000
             self.record(entry)
+
+    def ping(self) -> bool:
+        """Whether the log answers now (a failure is the outage's one warning)."""
+        return True
 
     def close(self) -> None:
         pass
@@ -299,7 +314,7 @@ class RedisLog(QueryLog):
                 return
             try:
                 self._flush()
-            except self._errors as e:
+            except Exception as e:  # noqa: BLE001 - Redis errors, timeouts, anything: never the query's
                 self._down_until = time.monotonic() + self.retry_interval
                 self._failed("writing", e)
 
@@ -341,7 +356,11 @@ class RedisLog(QueryLog):
                 texts = self._values(ids) if ids else []
         except self._errors as e:
             raise PuffinError(f"cannot read the query log at {self.url}: {type(e).__name__}: {e}") from None
-        return to_table([json.loads(t) for t in texts if t])
+        entries = []
+        for t in texts:
+            with contextlib.suppress(ValueError, TypeError):
+                entries.append(json.loads(t))
+        return to_table([e for e in entries if isinstance(e, dict)])
 
     def _values(self, ids: list[str]) -> list[str | None]:
         keys = [self._key(i) for i in ids]
@@ -351,6 +370,16 @@ class RedisLog(QueryLog):
         for k in keys:
             pipe.execute_command("JSON.GET", k)
         return [v if isinstance(v, str) else None for v in pipe.execute(raise_on_error=False)]
+
+    def ping(self) -> bool:
+        try:
+            self._client.ping()
+        except self._errors as e:
+            self._down_until = time.monotonic() + self.retry_interval
+            self._failed("connecting", e)
+            return False
+        self._down_until = 0.0
+        return True
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from puffin import sources
-from puffin.cache import ResultCache, input_versions, normalize, open_cache
+from puffin.cache import ResultCache, cacheable, input_versions, normalize, open_cache
 from puffin.errors import PuffinError
 from puffin.storage import S3Config
 
@@ -49,6 +49,22 @@ def test_normalize_ignores_spelling_but_not_meaning():
     assert normalize("SELECT * FROM t WHERE x > 1") != normalize("SELECT * FROM t WHERE x > 2")
     assert normalize("SELECT 1", "duckdb") != normalize("SELECT 1", "spark")
     assert normalize("not sql ((") == normalize("not  sql ((")  # unparsable: whitespace-normalized
+
+
+def test_normalize_takes_a_parsed_expression_too():
+    import sqlglot
+
+    assert normalize(sqlglot.parse_one("select  1 as x")) == normalize("SELECT 1 AS x")
+
+
+def test_only_read_only_deterministic_queries_are_cacheable():
+    assert cacheable("SELECT l_returnflag, sum(l_quantity) FROM lineitem GROUP BY 1")
+    assert cacheable("WITH a AS (SELECT 1 AS x) SELECT * FROM a UNION ALL SELECT 2")
+    for sql in ("SELECT random()", "SELECT now()", "SELECT * FROM t WHERE d < current_date", "SELECT uuid()",
+                "SELECT * FROM t USING SAMPLE 10%", "SELECT * FROM puffin_history()", "SELECT 1; SELECT 2",
+                "COPY (SELECT 1) TO 'x.parquet'", "CREATE TABLE x AS SELECT 1", "INSERT INTO t VALUES (1)",
+                "not sql (("):
+        assert not cacheable(sql), sql
 
 
 def test_key_covers_query_inputs_and_settings():
@@ -139,6 +155,8 @@ def test_eviction_keeps_the_bound_and_the_recently_used(tmp_path):
         cache.put(f"k{i}", _table(300, str(i)))
         assert cache.total_bytes() <= cache.max_bytes
     assert cache.put("huge", _table(20000)) is None  # larger than an entry may be: not stored
+    interval = pa.table({"i": pa.array([pa.MonthDayNano([1, 2, 3])], pa.month_day_nano_interval())})
+    assert cache.put("interval", interval) is None  # a type Parquet cannot hold: not cached, no error
 
 
 def test_corrupt_or_half_written_entries_are_ignored_and_replaced(tmp_path, caplog):
