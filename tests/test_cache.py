@@ -199,22 +199,22 @@ def test_an_unusable_directory_is_one_warning_and_misses(tmp_path, caplog):
 # -- S3 -----------------------------------------------------------------------------------------
 def test_s3_hit_corruption_and_eviction(s3_server, s3_bucket, caplog):
     cfg = _s3_config(s3_server)
-    cache = open_cache(f"s3://{s3_bucket}/results/", cfg)
+    cache = open_cache(f"s3://{s3_bucket}/cache-tests/results/", cfg)
     table = _table(500)
     assert cache.get("k1") is None and not _warnings(caplog)  # a plain miss, no warning
-    assert cache.put("k1", table) == f"s3://{s3_bucket}/results/k1.parquet"
+    assert cache.put("k1", table) == f"s3://{s3_bucket}/cache-tests/results/k1.parquet"
     assert cache.get("k1").equals(table)
     client = s3_server.client()
-    blob = client.get_object(Bucket=s3_bucket, Key="results/k1.parquet")["Body"].read()
-    client.put_object(Bucket=s3_bucket, Key="results/k1.parquet", Body=blob[:-50])  # torn
+    blob = client.get_object(Bucket=s3_bucket, Key="cache-tests/results/k1.parquet")["Body"].read()
+    client.put_object(Bucket=s3_bucket, Key="cache-tests/results/k1.parquet", Body=blob[:-50])  # torn
     assert cache.get("k1") is None
-    assert "Contents" not in client.list_objects_v2(Bucket=s3_bucket, Prefix="results/k1")
-    client.put_object(Bucket=s3_bucket, Key="results/k2.parquet", Body=blob)  # no commit marker
+    assert "Contents" not in client.list_objects_v2(Bucket=s3_bucket, Prefix="cache-tests/results/k1")
+    client.put_object(Bucket=s3_bucket, Key="cache-tests/results/k2.parquet", Body=blob)  # no commit marker
     assert cache.get("k2") is None
     cache.put("k2", table)
     assert cache.get("k2").equals(table)
     size = cache.total_bytes() // 2  # two entries stored: one entry's size
-    small = open_cache(f"s3://{s3_bucket}/small", cfg, max_bytes=int(size * 2.5), max_entry_bytes=size * 2)
+    small = open_cache(f"s3://{s3_bucket}/cache-tests/small", cfg, max_bytes=int(size * 2.5), max_entry_bytes=size * 2)
     for i in range(6):
         small.put(f"e{i}", _table(500, str(i)))
         assert small.total_bytes() <= small.max_bytes
@@ -226,13 +226,13 @@ def test_s3_inputs_are_versioned_by_etag(s3_server, s3_bucket):
     client = s3_server.client()
     sink = pa.BufferOutputStream()
     pq.write_table(_table(50, "a"), sink)
-    client.put_object(Bucket=s3_bucket, Key="inputs/t/part-0.parquet", Body=sink.getvalue().to_pybytes())
-    src = sources.from_path("t", f"s3://{s3_bucket}/inputs/t/", s3=cfg)
+    client.put_object(Bucket=s3_bucket, Key="cache-tests/inputs/t/part-0.parquet", Body=sink.getvalue().to_pybytes())
+    src = sources.from_path("t", f"s3://{s3_bucket}/cache-tests/inputs/t/", s3=cfg)
     v1 = input_versions({"t": src})
     assert v1 == input_versions({"t": src})
     sink = pa.BufferOutputStream()
     pq.write_table(_table(50, "b"), sink)  # same size, other bytes
-    client.put_object(Bucket=s3_bucket, Key="inputs/t/part-0.parquet", Body=sink.getvalue().to_pybytes())
+    client.put_object(Bucket=s3_bucket, Key="cache-tests/inputs/t/part-0.parquet", Body=sink.getvalue().to_pybytes())
     assert ResultCache.key("q", v1) != ResultCache.key("q", input_versions({"t": src}))
 
 
