@@ -3,6 +3,7 @@
     python -m benchmarks.tpch --sf 1 --engines puffin,duckdb,spark,daft
     python -m benchmarks.tpch --sf 0.1 --engines duckdb,polars --queries 1,3,5 --reps 5
     python -m benchmarks.tpch --sf 1 --scaling            # Puffin on 1, 2 and 4 Ray nodes
+    python -m benchmarks.tpch --sf 0.1 --engines puffin,duckdb --lambda   # + puffin-s3, puffin-lambda
 
 A comparison run has three phases, each engine in worker processes of its own:
 
@@ -102,6 +103,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_QUERIES,
         help=f"directory of qNN.sql files (default {DEFAULT_QUERIES})",
     )
+    parser.add_argument(
+        "--lambda",
+        dest="lambda_offload",
+        nargs="?",
+        const="always",
+        choices=("always", "auto"),
+        help="add puffin-s3 (the tables on a local S3 server) and puffin-lambda (the same, scan fragments "
+        "offloaded to the local Lambda service; offload=always unless 'auto' is given)",
+    )
     scaling = parser.add_argument_group("scaling run (Puffin only)")
     scaling.add_argument(
         "--scaling", action="store_true", help="run Puffin on several Ray nodes instead of comparing engines"
@@ -173,6 +183,19 @@ def comparison_configs(args: argparse.Namespace, data_dir: Path) -> list[Config]
             config.env["RAY_AUTH_MODE"] = "disabled"
             config.note += "; Ray runner"
         configs.append(config)
+    if args.lambda_offload:
+        for label, options, note, explain in (
+            ("puffin-s3", {"s3_only": True}, "tables on a local S3 server (SeaweedFS), every fragment on Ray", False),
+            (
+                "puffin-lambda",
+                {"lambda_offload": args.lambda_offload},
+                f"tables on a local S3 server, scan fragments on the local Lambda service (offload={args.lambda_offload})",
+                True,
+            ),
+        ):
+            configs.append(
+                Config(label, ENGINES["puffin"], data_dir, options=options, env=_ray_env(label), note=note, explain=explain)
+            )
     return configs
 
 
