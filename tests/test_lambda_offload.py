@@ -11,6 +11,7 @@ caches; bad configuration warns once (``auto``) or names the setting (``always``
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -213,3 +214,19 @@ def test_a_result_over_the_inline_limit_comes_back_through_s3(local_ray, s3_serv
     assert t.num_rows == 150_000 and sorted(t.column("id").to_pylist()) == list(range(150_000))
     text = c.sql("EXPLAIN ANALYZE SELECT id, s FROM big").render()
     assert "via S3=1" in text and "fallback to Ray" not in text, text
+
+
+def test_the_benchmark_harness_runs_the_offloaded_configuration(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmd = [sys.executable, "-m", "benchmarks.tpch", "--sf", "0.01", "--engines", "duckdb", "--lambda",
+           "--queries", "1,6", "--reps", "1", "--warmup", "1", "--probe-runs", "0", "--no-cold", "--no-planning",
+           "--no-first-query", "--out", str(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PUFFIN_LAMBDA_"))}
+    out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600, check=False, env=env)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    report = json.loads((tmp_path / "tpch_sf0.01.json").read_text())
+    for q in ("q01", "q06"):
+        for label in ("puffin-s3", "puffin-lambda"):
+            assert report["queries"][q][label]["status"] == "ok", report["queries"][q][label]
+        text = report["queries"][q]["puffin-lambda"]["explain"]["text"]
+        assert offload_lines(text) == [(1, 1, 0)] and counter(text, "hits") >= 1, text  # warm after the warm-up
