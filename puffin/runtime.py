@@ -5,7 +5,10 @@ output partition (plus its metrics), and a consumer task receives exactly the ob
 as arguments, so data moves worker to worker through the object store and never through the
 driver; only the final stage's single partition comes back. Tasks (not actors) are used so
 Ray retries a fragment whose worker died and rebuilds lost outputs from lineage. A query that
-fails, times out or is interrupted has all its tasks cancelled (``Executor.run``).
+fails, times out or is interrupted has all its tasks cancelled (``Executor.run``). Scan
+fragments a query offloads to AWS Lambda (``puffin.lambda_bridge.offload``) are invoked from the
+driver's threads and their outputs put into the object store, so the stages after them do not
+change; a fragment Lambda cannot run becomes its normal task.
 """
 
 from __future__ import annotations

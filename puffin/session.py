@@ -43,6 +43,10 @@ class Connection:
     ``range_sort_rows`` (ORDER BY over more estimated rows range-partitions; 0 always does),
     ``one_task_bytes`` (local inputs up to this size each run the whole query as one DuckDB task
     using all of a node's cores; default: no limit on a one-node cluster, 64 MB on several).
+
+    ``lambda_`` (with the environment's ``PUFFIN_LAMBDA_*``) offloads scan fragments over S3 to
+    AWS Lambda: see ``connect`` and ``puffin.lambda_bridge``. Left out, nothing is offloaded and
+    the bridge is not imported.
     """
 
     def __init__(self, address: str | None = None, target_partitions: int | None = None,

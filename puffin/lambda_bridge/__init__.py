@@ -4,6 +4,8 @@
 - ``Invoker`` (``.invoker``): the driver's boto3 client; ``LambdaSettings`` (``.settings``).
 - ``LambdaUnavailable`` / ``LambdaQueryError`` (``.errors``): run it on Ray instead / a real failure.
 - ``offloadable`` / ``auto_offload`` / ``HashRing`` (``.routing``): what may go, when, and where.
+- ``decide`` / ``QueryOffload`` (``.offload``): one query's offload decision per stage, its
+  invocations, fallbacks and EXPLAIN ANALYZE lines (used by ``puffin.runtime`` and the session).
 - ``python -m puffin.lambda_bridge.local``: a local Invoke API service (``.service``, ``.worker``);
   ``python -m puffin.lambda_bridge.deploy``: the CloudFormation stack.
 
