@@ -179,6 +179,61 @@ def test_repl_exit_status_0_and_last_statement_without_semicolon(env):
     assert "one" in r.stdout and "two" in r.stdout and r.stderr == ""
 
 
+def test_shell_on_a_terminal_ctrl_c_cancels_and_history_is_kept(env, tmp_path):
+    """On a terminal (a pty here): prompts, Ctrl-C drops the typed line, Ctrl-C cancels a query
+    running in this process (minutes long otherwise) and the shell goes on; Ctrl-D leaves;
+    statements are in the history file, one entry each."""
+    import pty
+    import select
+    import signal
+    import time
+
+    history = tmp_path / "history"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real script, on the pty
+        os.execve(sys.executable, [sys.executable, "-m", "puffin"], dict(env, PUFFIN_HISTORY=str(history)))
+    seen = b""
+
+    def until(marker: bytes, seconds: float = 30) -> bool:
+        nonlocal seen
+        end = time.monotonic() + seconds
+        while marker not in seen and time.monotonic() < end:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    seen += os.read(fd, 65536)
+                except OSError:
+                    break
+        return marker in seen
+
+    try:
+        assert until(b"puffin> ")
+        os.write(fd, b"SELECT 1 AS a,\n")
+        assert until(b"...> ")
+        os.write(fd, b"  2 AS b;\n")
+        assert until(b"\xe2\x94\x82     1 \xe2\x94\x82     2 \xe2\x94\x82")  # the row
+        os.write(fd, b"SELECT 'typed' \x03")  # Ctrl-C while typing
+        assert until(b"^C")
+        os.write(fd, b"SELECT sum(hash(i) % 7) FROM range(20000000000) t(i);\n")
+        assert until(b"Running query")  # the spinner: stderr is the terminal
+        started = time.monotonic()
+        os.kill(pid, signal.SIGINT)
+        assert until(b"Interrupted", 20), seen[-500:]
+        assert time.monotonic() - started < 20
+        os.write(fd, b"SELECT 'after' AS z;\n")
+        assert until(b"after  ")
+        os.write(fd, b"\x04")  # Ctrl-D
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert history.read_text().splitlines() == [
+        "SELECT 1 AS a, 2 AS b;", "SELECT sum(hash(i) % 7) FROM range(20000000000) t(i);", "SELECT 'after' AS z;"]
+
+
 # -- progress, quiet ----------------------------------------------------------------------------
 def test_progress_shown_on_a_long_query_when_forced(env):
     fast = dict(env, PUFFIN_PROGRESS_DELAY="0.2")
