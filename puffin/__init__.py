@@ -19,7 +19,7 @@ from puffin.errors import (
     TypeCheckError,
 )
 from puffin.result import Result
-from puffin.session import Connection, connect, sql
+from puffin.session import Connection, connect, history, sql
 
 __version__ = "0.1.0"
 
@@ -36,5 +36,6 @@ __all__ = [
     "TransientError",
     "TypeCheckError",
     "connect",
+    "history",
     "sql",
 ]

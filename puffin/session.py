@@ -19,6 +19,8 @@ import pyarrow as pa
 from puffin import sources
 from puffin.errors import BindError, PuffinError
 from puffin.iceberg import Catalogs
+from puffin.inline import run_inline, run_inline_on_lambda, runs_inline
+from puffin.journal import Journal, describe
 from puffin.planner import Binder, QueryPlan, Settings, plan_query
 from puffin.planner.explain import explain
 from puffin.planner.fragments import make_fragments
@@ -28,7 +30,9 @@ from puffin.storage import S3Config, storage_error
 
 SMALL_INPUT_BYTES = 64e6  # below this the whole query is one partition (the fast path)
 BYTES_PER_PARTITION = 1e9
-PLAN_CACHE_SIZE = 128  # above one partition per CPU, one more per this many input bytes
+PLAN_CACHE_SIZE = 128
+INLINE_POLL_S = 0.1  # a query run in-process is watched this often for Ctrl-C and its timeout
+INTERRUPT_SETTLE_S = 10.0  # the longest wait for an interrupted in-process query to stop  # above one partition per CPU, one more per this many input bytes
 
 
 TUNABLES = ("broadcast_bytes", "replicate_bytes", "bytes_per_scan_task", "range_sort_rows", "one_task_bytes")
@@ -53,7 +57,8 @@ class Connection:
                  num_cpus: int | None = None, config: dict[str, float] | None = None,
                  s3: dict[str, Any] | None = None, catalogs: dict[str, dict] | None = None,
                  default_catalog: str | None = None, default_namespace: str | None = None,
-                 plan_cache: bool = True, prestart: bool | None = None, lambda_: dict[str, Any] | None = None):
+                 plan_cache: bool = True, prestart: bool | None = None, lambda_: dict[str, Any] | None = None,
+                 log: str | None = None, cache: str | None = None, cache_options: dict[str, Any] | None = None):
         if target_partitions is not None and (not isinstance(target_partitions, int) or target_partitions < 1):
             raise PuffinError("target_partitions must be a positive integer")
         unknown = set(config or {}) - set(TUNABLES)
@@ -73,6 +78,8 @@ class Connection:
         self._cache_lock = threading.Lock()  # the plan cache and the executor; never held while planning
         self._version = 0  # bumped by register/unregister: cached plans name the tables they saw
         self._plans: OrderedDict[tuple, _Planned] | None = OrderedDict() if plan_cache else None
+        self._journal = Journal(log, cache, cache_options, self._s3)  # malformed URLs: PuffinError here
+        self._binder.table_functions["puffin_history"] = self._journal.history_source
         self._lambda = _lambda_settings(lambda_)  # None: nothing is offloaded (and nothing imported)
         self._invoker = None
         if prestart is None:
@@ -173,40 +180,68 @@ class Connection:
                     self._plans.popitem(last=False)
         return planned
 
-    def sql(self, query: str, dialect: str = "duckdb", timeout: float | None = None) -> Result:
+    def sql(self, query: str, dialect: str = "duckdb", timeout: float | None = None, cache: bool = True) -> Result:
         """Run ``query``. Past ``timeout`` seconds its tasks are cancelled and ``QueryCancelled``
         is raised; on KeyboardInterrupt they are cancelled and the interrupt goes on up.
 
         In embedded mode (no cluster address) a plan of one task runs right here, in this
         thread, with DuckDB on this machine's cores: ``SELECT 42`` or a query over a small table
         answers in a millisecond or two, and on a one-node cluster every query over local files
-        is such a plan, so none waits for Ray to start or pays a task round trip. A ``timeout``
-        sends the task to Ray, where it can be cancelled. Queries on one connection may come
-        from several threads: each plans and runs on its own."""
-        text, mode = split_explain(query)
-        local = not self._remote()
-        before_ray = local and not self._ray_running()
-        if before_ray:  # the local Ray to come is one node with this machine's CPUs
-            cpus, mem, nodes = self._num_cpus or os.cpu_count() or 1, None, 1
-        else:
-            self._runtime()
-            from puffin import runtime
+        is such a plan, so none waits for Ray to start or pays a task round trip; Ctrl-C and
+        ``timeout`` interrupt it as they cancel tasks on Ray. Queries on one connection may come
+        from several threads: each plans and runs on its own.
 
-            cpus, mem, nodes = runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count()
-        planned = self._plan(text, dialect, cpus, mem, nodes)
-        if mode == "explain":
-            decisions = self._decisions(planned, cpus if before_ray else None)
-            notes = None if decisions is None else _offload_notes(decisions)
-            return _text_result(explain(planned.plan.stages, planning_ms=planned.plan.planning_ms, notes=notes))
-        if local and timeout is None and _runs_inline(planned):
+        Every query, ok or failed, is logged (``connect(log=...)``); with a result cache
+        (``connect(cache=...)``) a plain query over unchanged inputs is answered from it, unless
+        ``cache=False``."""
+        text, mode = split_explain(query)
+        with self._journal.entry(query) as entry:
+            local = not self._remote()
+            before_ray = local and not self._ray_running()
+            if before_ray:  # the local Ray to come is one node with this machine's CPUs
+                cpus, mem, nodes = self._num_cpus or os.cpu_count() or 1, None, 1
+            else:
+                self._runtime()
+                from puffin import runtime
+
+                cpus, mem, nodes = runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count()
+            planned = self._plan(text, dialect, cpus, mem, nodes)
+            describe(planned.plan.stages, planned.used, entry)
+            key = self._journal.key(text, dialect, planned.used) if cache and mode != "analyze" else None
+            hit, uri = self._journal.lookup(key)
+            if mode == "explain":
+                decisions = self._decisions(planned, cpus if before_ray else None)
+                notes = None if decisions is None else _offload_notes(decisions)
+                text_ = explain(planned.plan.stages, planning_ms=planned.plan.planning_ms, notes=notes)
+                if key is not None:
+                    text_ += f"\nresult cache: {'hit ' + uri if hit is not None else 'miss'}"
+                return _text_result(text_)
+            if hit is not None:  # the same query over the same versions of its inputs
+                entry.update(cache=uri, rows=hit.num_rows, fragments={"ray": 0, "lambda": 0, "inline": 0})
+                return Result(hit)
+            result = self._execute(planned, text, dialect, mode, timeout, local, before_ray, cpus, entry)
+            if mode is None:
+                entry["rows"] = result.arrow().num_rows
+                entry["cache"] = self._journal.store(key, result.arrow())
+            return result
+
+    def _execute(self, planned: _Planned, text: str, dialect: str, mode: str | None, timeout: float | None,
+                 local: bool, before_ray: bool, cpus: int, entry: dict) -> Result:
+        """Run a planned query: in this thread (one task), on Lambda, or on Ray."""
+        tasks = sum(st.tasks for st in planned.plan.stages)
+        if local and runs_inline(planned):
             offload = self._offload(planned, cpus if before_ray else None)
-            if offload is not None and offload.active:  # the one fragment goes to Lambda, no Ray
-                table, metrics = _run_inline_on_lambda(planned, offload)
+            if offload is None or not offload.active:
+                entry["fragments"] = {"ray": 0, "lambda": 0, "inline": 1}
+                table, metrics = run_inline(planned, timeout)
+                return self._finish(planned.plan, table, metrics, mode, inline="ran in this process (one task)")
+            if timeout is None:  # the one fragment goes to Lambda from here, no Ray
+                table, metrics = run_inline_on_lambda(planned, offload)
+                entry["fragments"] = {"ray": 0, "lambda": int(bool(offload.ran)), "inline": int(not offload.ran)}
                 return self._finish(planned.plan, table, metrics, mode, offload=offload,
                                     inline="ran on Lambda from this process (one task)"
                                     if offload.ran else "ran in this process (one task, after Lambda failed)")
-            table, metrics = _run_inline(planned)
-            return self._finish(planned.plan, table, metrics, mode, inline="ran in this process (one small task)")
+            # with a timeout, the runtime waits on Lambda and cancels at the deadline
         executor = self._runtime()
         from puffin import runtime
 
@@ -218,9 +253,14 @@ class Connection:
             if src.kind == "arrow":
                 executor.put_table(src.source_id, src.table)
         offload = self._offload(planned, None)
-        table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze", timeout=timeout,
-                                      offload=offload if offload is not None and offload.active else None)
+        active = offload if offload is not None and offload.active else None
+        entry["fragments"] = {"ray": tasks, "lambda": 0, "inline": 0}
+        table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze", timeout=timeout, offload=active)
         return self._finish(qp, table, metrics, mode, offload=offload)
+
+    def history(self, last: int | None = None, since: Any = None) -> Result:
+        """The query log, newest first (also the ``puffin_history()`` table in SQL)."""
+        return Result(self._journal.log.history(last=last, since=since))
 
     # -- the Lambda offload ------------------------------------------------------------------
     def _decisions(self, planned: _Planned, free_slots: int | None) -> dict | None:
@@ -300,52 +340,6 @@ class _Planned:
     used: dict[str, sources.Source]
 
 
-def _runs_inline(planned: _Planned) -> bool:
-    """One stage of one task: run here, on this machine's cores, rather than on a Ray worker of
-    the same machine (no task round trip, no result copied through the object store)."""
-    stages = planned.plan.stages
-    return len(stages) == 1 and stages[0].tasks == 1
-
-
-def _run_inline(planned: _Planned) -> tuple[pa.Table, list]:
-    """The plan's one fragment, run in this process (the same pure ``run_fragment``)."""
-    from puffin.errors import ExecutionError
-    from puffin.operators.fragment import error_text, run_fragment
-
-    frag = planned.fragments[planned.plan.stages[0].id][0]
-    tables = {src.source_id: src.table for src in planned.used.values() if src.kind == "arrow"}
-    try:
-        parts, metrics = run_fragment(frag, {}, tables)
-    except PuffinError:
-        raise
-    except Exception as e:  # noqa: BLE001 - as a Ray task's failure would read
-        raise ExecutionError(f"stage {frag.stage_id} task {frag.task} failed: {error_text(e)}",
-                             frag.stage_id) from None
-    return parts[0], [metrics]
-
-
-def _run_inline_on_lambda(planned: _Planned, offload) -> tuple[pa.Table, list]:
-    """The plan's one fragment on Lambda, invoked from this thread; where Lambda cannot run it
-    (throttled, timed out, misconfigured), in this process as ``_run_inline`` would."""
-    frag = planned.fragments[planned.plan.stages[0].id][0]
-    try:
-        try:
-            parts, metrics = offload.run(frag)
-        except offload.Unavailable as e:
-            instead = offload.fell_back(frag, e)
-            if instead is not None:
-                raise instead from None
-        except PuffinError:  # DuckDB rejected the fragment on Lambda: it would here too
-            raise
-        except Exception as e:  # noqa: BLE001 - a bug of the bridge: run it here
-            offload.fell_back(frag, e)
-        else:
-            return parts[0], [metrics]
-    finally:
-        offload.finish()
-    return _run_inline(planned)
-
-
 def _lambda_settings(overrides: dict[str, Any] | None):
     """The ``lambda_`` settings over the environment's ``PUFFIN_LAMBDA_*``; None when neither asks
     for anything but ``offload="never"`` (the bridge is then not even imported)."""
@@ -377,7 +371,8 @@ def connect(address: str | None = None, target_partitions: int | None = None,
             s3: dict[str, Any] | None = None, catalogs: dict[str, dict] | None = None,
             default_catalog: str | None = None, default_namespace: str | None = None,
             plan_cache: bool = True, prestart: bool | None = None,
-            lambda_: dict[str, Any] | None = None) -> Connection:
+            lambda_: dict[str, Any] | None = None, log: str | None = None, cache: str | None = None,
+            cache_options: dict[str, Any] | None = None) -> Connection:
     """A new session on the Ray cluster at ``address`` (or RAY_ADDRESS), else a local Ray.
 
     ``s3`` overrides the AWS environment for s3:// paths: endpoint_url, region,
@@ -399,9 +394,16 @@ def connect(address: str | None = None, target_partitions: int | None = None,
     ``{"function": "puffin-engine", "region": ..., "offload": "auto" | "always" | "never",
     "max_concurrency": ..., "endpoint_url": ..., ...}`` on top of the environment's
     ``PUFFIN_LAMBDA_*`` (see ``LambdaSettings``). Default: nothing is offloaded.
+
+    ``log`` is where every query is logged (``puffin.querylog``): ``redis://host:port/db``,
+    ``rediss://user:password@host:port/db`` (ElastiCache, TLS + AUTH) or a file; default
+    ``$PUFFIN_HOME/history.jsonl`` (``~/.puffin``). ``cache`` keeps answers as Parquet on a
+    directory or ``s3://bucket/prefix/`` (``puffin.cache``; ``cache_options``: ``max_bytes``,
+    ``public_base_url``); a query over unchanged inputs is then answered from it. A malformed
+    URL is a PuffinError here; an unreachable store is one warning and queries run.
     """
     return Connection(address, target_partitions, num_cpus, config, s3, catalogs, default_catalog,
-                      default_namespace, plan_cache, prestart, lambda_)
+                      default_namespace, plan_cache, prestart, lambda_, log, cache, cache_options)
 
 
 def default_connection() -> Connection:
@@ -413,3 +415,8 @@ def default_connection() -> Connection:
 
 def sql(query: str, dialect: str = "duckdb", timeout: float | None = None) -> Result:
     return default_connection().sql(query, dialect, timeout)
+
+
+def history(last: int | None = None, since: Any = None) -> Result:
+    """The default session's query log, newest first."""
+    return default_connection().history(last, since)

@@ -17,6 +17,11 @@ sys.path.insert(0, os.path.dirname(__file__))
 # The tests choose their Ray (fixtures below): connections do not start one in the background.
 # tests/test_launch.py covers the background start, each case in a fresh interpreter.
 os.environ.setdefault("PUFFIN_PRESTART", "0")
+# Every query is logged (puffin.querylog): the tests' go to a log of their own, not ~/.puffin.
+if "PUFFIN_HOME" not in os.environ:
+    import tempfile
+
+    os.environ["PUFFIN_HOME"] = tempfile.mkdtemp(prefix="puffin-home-")
 
 import puffin.tpch
 from puffin import launch

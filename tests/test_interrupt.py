@@ -120,3 +120,34 @@ def test_repeated_failures_in_multi_stage_queries_leave_the_driver_alive():
                           timeout=300)
     assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-3000:]
     assert "Unhandled error" not in done.stderr
+
+
+@pytest.fixture
+def inline_con():
+    """The embedded default: the slow query is one DuckDB task run in this process (DuckDB in
+    native code would not see Ctrl-C for as long as one of its tasks runs)."""
+    con = puffin.connect(prestart=False)
+    con.register("t", pa.table({"x": list(range(3000))}))
+    assert "ran in this process" in con.sql("EXPLAIN ANALYZE SELECT count(*) FROM t").render()
+    return con
+
+
+def test_timeout_interrupts_a_query_running_in_process(inline_con):
+    start = time.monotonic()
+    with pytest.raises(QueryCancelled, match=r"ran past its timeout of 1 s and was cancelled"):
+        inline_con.sql(SLOW, timeout=1)
+    assert time.monotonic() - start < 10
+    assert inline_con.sql("SELECT 42 AS answer").fetchall() == [(42,)]
+
+
+def test_keyboard_interrupt_stops_a_query_running_in_process(inline_con):
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    start = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            inline_con.sql(SLOW)
+    finally:
+        timer.cancel()
+    assert time.monotonic() - start < 10
+    assert inline_con.sql("SELECT count(*) AS n FROM t").fetchall() == [(3000,)]

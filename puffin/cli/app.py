@@ -21,7 +21,7 @@ from contextlib import contextmanager
 
 import click
 
-from puffin.cli import interrupt, output, progress, quiet, statements
+from puffin.cli import output, progress, quiet, statements
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DEMO_ENV = "PUFFIN_DEMO_DIR"
@@ -145,8 +145,9 @@ class Runner:
             register_demo(self.con)
 
     def __call__(self, sql: str):
-        """Run one statement: (Result, seconds); Ctrl-C cancels it (KeyboardInterrupt)."""
-        with interrupt.cancellable(), progress.Spinner(*self.progress) as spinner:
+        """Run one statement: (Result, seconds); Ctrl-C cancels it (KeyboardInterrupt: the library
+        interrupts a query running in-process, and cancels one on Ray)."""
+        with progress.Spinner(*self.progress) as spinner:
             result = self.con.sql(sql, dialect=self.dialect, timeout=self.timeout)
         return result, spinner.elapsed
 

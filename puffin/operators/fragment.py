@@ -86,11 +86,15 @@ def run_fragment(
     fragment: Fragment,
     inputs: dict[str, list[pa.Table]],
     tables: dict[int, pa.Table] | None = None,
+    opened=None,
 ) -> tuple[list[pa.Table], Metrics]:
-    """Run one fragment; ``tables`` holds the in-memory sources its scans slice."""
+    """Run one fragment; ``tables`` holds the in-memory sources its scans slice. ``opened``, if
+    given, receives the DuckDB cursor first, so another thread can ``interrupt()`` it."""
     start = time.perf_counter()
     metrics = Metrics(fragment.stage_id, fragment.task, pid=os.getpid())
     cur = cursor()
+    if opened is not None:
+        opened(cur)
     try:
         cur.execute(f"SET threads = {max(1, fragment.threads)}")
         if fragment.memory_limit:

@@ -117,6 +117,7 @@ class Binder:
         self.resolve_files = resolve_files
         self.resolve_catalog = resolve_catalog  # catalog.namespace.table -> Source (Iceberg)
         self.default_namespace: str | None = None  # set: unregistered bare names go to the catalog
+        self.table_functions: dict[str, Callable[[], Source]] = {}  # name() -> a table made now
         self._validator = duckdb.connect()  # each check takes its own cursor
         self._cursor_lock = threading.Lock()  # DuckDB refuses a call on a connection busy with another
         self._types: dict[int, dict[str, str]] = {}
@@ -162,6 +163,10 @@ class Binder:
         for table in list(stmt.find_all(exp.Table)):
             alias = table.alias
             if isinstance(table.this, exp.Func):
+                fn = self.table_functions.get(_function_name(table.this))
+                if fn is not None:  # a table of the session's own (puffin_history())
+                    swapped = _swap(table, fn(), alias or _function_name(table.this), used)
+                    continue
                 if _function_name(table.this) not in READERS:
                     continue  # range(), generate_series(), ...: DuckDB computes them in the fallback
                 kind, paths, options = _reader_call(table.this)
