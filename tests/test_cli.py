@@ -194,23 +194,31 @@ def test_shell_on_a_terminal_ctrl_c_cancels_and_history_is_kept(env, tmp_path):
         os.execve(sys.executable, [sys.executable, "-m", "puffin"], dict(env, PUFFIN_HISTORY=str(history)))
     seen = b""
 
-    def until(marker: bytes, seconds: float = 30) -> bool:
+    def until(marker: bytes, seconds: float = 30, after: int = 0) -> bool:
+        """Whether ``marker`` shows (past offset ``after`` of the output) within ``seconds``."""
         nonlocal seen
         end = time.monotonic() + seconds
-        while marker not in seen and time.monotonic() < end:
+        while marker not in seen[after:] and time.monotonic() < end:
             if select.select([fd], [], [], 0.1)[0]:
                 try:
                     seen += os.read(fd, 65536)
                 except OSError:
                     break
-        return marker in seen
+        return marker in seen[after:]
+
+    def prompt_again(mark: int) -> bool:
+        """The shell is back at its prompt (reading) after output position ``mark``: keys sent
+        now reach the line editor, not a statement still printing."""
+        return until(b"puffin> ", after=mark)
 
     try:
         assert until(b"puffin> ")
         os.write(fd, b"SELECT 1 AS a,\n")
         assert until(b"...> ")
         os.write(fd, b"  2 AS b;\n")
-        assert until(b"\xe2\x94\x82     1 \xe2\x94\x82     2 \xe2\x94\x82")  # the row
+        row = b"\xe2\x94\x82     1 \xe2\x94\x82     2 \xe2\x94\x82"
+        assert until(row)  # the row
+        assert prompt_again(seen.rindex(row))
         os.write(fd, b"SELECT 'typed' \x03")  # Ctrl-C while typing
         assert until(b"^C")
         os.write(fd, b"SELECT sum(hash(i) % 7) FROM range(20000000000) t(i);\n")
@@ -221,6 +229,7 @@ def test_shell_on_a_terminal_ctrl_c_cancels_and_history_is_kept(env, tmp_path):
         assert time.monotonic() - started < 20
         os.write(fd, b"SELECT 'after' AS z;\n")
         assert until(b"after  ")
+        assert prompt_again(seen.rindex(b"after  "))
         os.write(fd, b"\x04")  # Ctrl-D
         _, status = os.waitpid(pid, 0)
         pid = 0
