@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from puffin.lambda_bridge.errors import LambdaUnavailable
 from puffin.lambda_bridge.routing import auto_offload, offloadable
+from puffin.planner.explain import fmt_bytes
 
 
 class LambdaFallbackWarning(UserWarning):
@@ -185,7 +186,7 @@ class QueryOffload:
             text = (f"  starts cold={cold} warm={len(infos) - cold}"
                     + (f" (init max={max(inits):.0f}ms)" if inits else "")
                     + f" retries={retries} fallbacks={len(falls)}"
-                    f" | cache hits={hits} misses={misses} hit={_fmt_bytes(hit_b)} missed={_fmt_bytes(miss_b)}"
+                    f" | cache hits={hits} misses={misses} hit={fmt_bytes(hit_b)} missed={fmt_bytes(miss_b)}"
                     + (f" bypassed={bypassed}" if bypassed else "")
                     + f" | invoke total={sum(walls):.0f}ms max={max(walls):.0f}ms"
                     + (f" | via S3={via_s3}" if via_s3 else "")
@@ -207,11 +208,3 @@ def plan_notes(decisions: dict[int, StageDecision]) -> dict[int, list[str]]:
 def _short(text: str, n: int) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 3] + "..."
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return f"{n:.1f}TB"

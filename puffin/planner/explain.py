@@ -68,7 +68,8 @@ def tree(p: Plan, scans: dict[int, str], depth: int = 0) -> Iterable[str]:
         yield from tree(c, scans, depth + 1)
 
 
-def _fmt_bytes(n: float) -> str:
+def fmt_bytes(n: float) -> str:
+    """Bytes as EXPLAIN ANALYZE prints them (also the Lambda offload's lines)."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024:
             return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
@@ -94,7 +95,7 @@ def explain(stages: list[Stage], metrics: dict[int, list] | None = None, plannin
             rows_in = sum(m.rows_in for m in ms)
             slowest = max(m.seconds for m in ms)
             total = sum(m.seconds for m in ms)
-            head += (f"  | rows in={rows_in} out={rows_out} bytes out={_fmt_bytes(bytes_out)}"
+            head += (f"  | rows in={rows_in} out={rows_out} bytes out={fmt_bytes(bytes_out)}"
                      f" task time total={total * 1000:.1f}ms max={slowest * 1000:.1f}ms"
                      f" workers={len({m.pid for m in ms})}")
         lines.append(head)
