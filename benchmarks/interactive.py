@@ -133,27 +133,6 @@ def _cold_line(qid: str, label: str, entry: dict) -> str:
     return line
 
 
-def summarise_cold(cold: dict, base: str) -> None:
-    """Totals of the queries answered correctly; ratios to ``base`` over the queries both
-    answered correctly (the same rules as the warm table)."""
-    for label, record in cold["engines"].items():
-        entries = [q[label] for q in cold["queries"].values() if label in q]
-        for status in ("ok", "wrong", "error"):
-            record[status] = sum(e["status"] == status for e in entries)
-        record["total_s"] = sum(e["seconds"] for e in entries if e["status"] == "ok")
-        both = [
-            q
-            for q in cold["queries"].values()
-            if q.get(label, {}).get("status") == "ok" and q.get(base, {}).get("status") == "ok"
-        ]
-        for q in both:
-            q[label]["ratio"] = q[label]["seconds"] / q[base]["seconds"]
-        base_total = sum(q[base]["seconds"] for q in both)
-        if both and base_total > 0:
-            record["ratio_total"] = sum(q[label]["seconds"] for q in both) / base_total
-            record["ratio_total_queries"] = len(both)
-
-
 # -- first query ----------------------------------------------------------------------------
 
 

@@ -317,22 +317,24 @@ def probe(run: EngineRun, n: int) -> None:
 
 
 def summarise_runs(results: dict) -> None:
-    base = results["baseline"]
-    for label, record in results["runs"].items():
-        entries = [q[label] for q in results["queries"].values() if label in q]
+    summarise_times(results["queries"], results["runs"], results["baseline"], "median_s")
+
+
+def summarise_times(queries: dict, records: dict, base: str, time_key: str) -> None:
+    """Per engine: counts by status, the total of the queries answered correctly, and ratios to
+    ``base`` over the queries both answered correctly (warm: ``median_s``, cold: ``seconds``)."""
+    for label, record in records.items():
+        entries = [q[label] for q in queries.values() if label in q]
         for status in ("ok", "wrong", "error"):
             record[status] = sum(e["status"] == status for e in entries)
-        record["total_s"] = sum(e["median_s"] for e in entries if e["status"] == "ok")
-        both = [
-            q
-            for q in results["queries"].values()
-            if label in q and base in q and q[label]["status"] == "ok" and q[base]["status"] == "ok"
-        ]
+        record["total_s"] = sum(e[time_key] for e in entries if e["status"] == "ok")
+        both = [q for q in queries.values()
+                if q.get(label, {}).get("status") == "ok" and q.get(base, {}).get("status") == "ok"]
         for q in both:
-            q[label]["ratio"] = q[label]["median_s"] / q[base]["median_s"]
-        base_total = sum(q[base]["median_s"] for q in both)
+            q[label]["ratio"] = q[label][time_key] / q[base][time_key]
+        base_total = sum(q[base][time_key] for q in both)
         if both and base_total > 0:
-            record["ratio_total"] = sum(q[label]["median_s"] for q in both) / base_total
+            record["ratio_total"] = sum(q[label][time_key] for q in both) / base_total
             record["ratio_total_queries"] = len(both)
 
 
@@ -392,7 +394,7 @@ def interactive_phases(
 
 def summarise_interactive(results: dict) -> None:
     if results.get("cold"):
-        interactive.summarise_cold(results["cold"], results["baseline"])
+        summarise_times(results["cold"]["queries"], results["cold"]["engines"], results["baseline"], "seconds")
     interactive.finish_first_query(results)
     if results.get("planning"):
         interactive.summarise_planning(results["planning"])

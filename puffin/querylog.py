@@ -17,6 +17,7 @@ are written when it answers again.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime as dt
 import getpass
@@ -144,8 +145,9 @@ def to_table(entries: list[dict]) -> pa.Table:
 
 
 # -- logs ---------------------------------------------------------------------------------------
-class QueryLog:
-    """Where entries go. ``record`` never raises; ``history`` reads them back as a table."""
+class QueryLog(abc.ABC):
+    """Where entries go (``FileLog``, ``RedisLog``). ``record`` never raises; ``history`` reads
+    them back as a table."""
 
     url: str = ""
 
@@ -154,11 +156,11 @@ class QueryLog:
         self.max_entries = int(max_entries)
         self._warned = False
 
-    def record(self, entry: dict) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def record(self, entry: dict) -> None: ...
 
-    def history(self, last: int | None = None, since: Any = None) -> pa.Table:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def history(self, last: int | None = None, since: Any = None) -> pa.Table: ...
 
     def puffin_history(self) -> pa.Table:
         """The ``puffin_history()`` table: every entry kept, newest first."""
