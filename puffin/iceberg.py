@@ -101,12 +101,21 @@ class Catalogs:
                 out[k] = v
         return out
 
-    def resolve(self, table: exp.Table) -> sources.Source:
+    def identify(self, table: exp.Table) -> tuple[str, str, str]:
+        """(catalog, namespace, table) a name stands for: ``ns.t`` is in the default catalog, a
+        bare ``t`` in the default namespace."""
         parts = [p for p in (table.catalog, table.db, table.name) if p]
         if len(parts) == 1:
             parts = [self.namespace or "default", parts[0]]
         catalog_name = parts[0] if len(parts) == 3 else self.default
-        namespace, name = parts[-2], parts[-1]
+        return catalog_name, parts[-2], parts[-1]
+
+    def configured(self) -> dict[str, dict]:
+        """Every configured catalog's properties, with the connection's S3 settings (for Spark)."""
+        return {name: self._with_s3(props) for name, props in self._config.items()}
+
+    def resolve(self, table: exp.Table) -> sources.Source:
+        catalog_name, namespace, name = self.identify(table)
         meta = None
         if "$" in name:
             name, meta = name.split("$", 1)

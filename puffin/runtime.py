@@ -249,7 +249,8 @@ class Executor:
                         outputs[stage.id][i] = [ray.put(p) for p in parts]
                         direct.append(m)
             metrics = direct + _await(metric_refs, deadline)
-            result = ray.get(outputs[stages[-1].id][0][0])
+            last = outputs[stages[-1].id]  # one task, or a write's tasks (each says what it wrote)
+            result = ray.get(last[0][0]) if len(last) == 1 else pa.concat_tables(ray.get([o[0] for o in last]))
         except _TimedOut:
             _abandon(tasks, force=True)
             raise QueryCancelled(f"the query ran past its timeout of {timeout:g} s and was cancelled") from None

@@ -27,6 +27,7 @@ from puffin.planner.fragments import make_fragments
 from puffin.planner.parse import retry_deep, split_explain
 from puffin.result import Result
 from puffin.storage import S3Config, storage_error
+from puffin.writes.statement import is_write
 
 SMALL_INPUT_BYTES = 64e6  # below this the whole query is one partition (the fast path)
 BYTES_PER_PARTITION = 1e9
@@ -58,7 +59,8 @@ class Connection:
                  s3: dict[str, Any] | None = None, catalogs: dict[str, dict] | None = None,
                  default_catalog: str | None = None, default_namespace: str | None = None,
                  plan_cache: bool = True, prestart: bool | None = None, lambda_: dict[str, Any] | None = None,
-                 log: str | None = None, cache: str | None = None, cache_options: dict[str, Any] | None = None):
+                 log: str | None = None, cache: str | None = None, cache_options: dict[str, Any] | None = None,
+                 spark: dict[str, Any] | None = None):
         if target_partitions is not None and (not isinstance(target_partitions, int) or target_partitions < 1):
             raise PuffinError("target_partitions must be a positive integer")
         unknown = set(config or {}) - set(TUNABLES)
@@ -82,6 +84,8 @@ class Connection:
         self._binder.table_functions["puffin_history"] = self._journal.history_source
         self._lambda = _lambda_settings(lambda_)  # None: nothing is offloaded (and nothing imported)
         self._invoker = None
+        self._spark_options = spark  # Spark for MERGE/UPDATE/DELETE/overwrites: started on first need
+        self._spark_client = None
         if prestart is None:
             prestart = _wants_ray(address, target_partitions, config, s3, catalogs, lambda_)
         if prestart:
@@ -151,14 +155,15 @@ class Connection:
         n = 1 if biggest < SMALL_INPUT_BYTES else max(cpus, math.ceil(biggest / BYTES_PER_PARTITION))
         return Settings(n, False, cpus, **config)
 
-    def _plan(self, text: str, dialect: str, cpus: int, mem: int | None, nodes: int = 1) -> _Planned:
+    def _plan(self, text: str, dialect: str, cpus: int, mem: int | None, nodes: int = 1,
+              gather: bool = True) -> _Planned:
         """Plan a query, or reuse the plan of the same text against the same tables.
 
         Plans that read Iceberg tables or direct file references are not kept: a new commit or
         new files must be seen. Registered tables list their files once, at registration.
         Planning holds no lock: queries on one connection plan concurrently.
         """
-        key = (text, dialect, self._version, cpus, mem, nodes)
+        key = (text, dialect, self._version, cpus, mem, nodes, gather)
         if self._plans is not None:
             with self._cache_lock:
                 hit = self._plans.get(key)
@@ -167,7 +172,7 @@ class Connection:
                     return hit
 
         def plan() -> _Planned:
-            qp = plan_query(text, dialect, self._binder, lambda used: self._settings(cpus, nodes, used))
+            qp = plan_query(text, dialect, self._binder, lambda used: self._settings(cpus, nodes, used), gather)
             return _Planned(qp, {st.id: make_fragments(st, cpus, mem) for st in qp.stages}, qp.used)
 
         planned = retry_deep(plan)  # deeply nested expressions plan on a large stack
@@ -180,7 +185,8 @@ class Connection:
                     self._plans.popitem(last=False)
         return planned
 
-    def sql(self, query: str, dialect: str = "duckdb", timeout: float | None = None, cache: bool = True) -> Result:
+    def sql(self, query: str, dialect: str = "duckdb", timeout: float | None = None, cache: bool = True,
+            engine: str = "puffin") -> Result:
         """Run ``query``. Past ``timeout`` seconds its tasks are cancelled and ``QueryCancelled``
         is raised; on KeyboardInterrupt they are cancelled and the interrupt goes on up.
 
@@ -193,18 +199,28 @@ class Connection:
 
         Every query, ok or failed, is logged (``connect(log=...)``); with a result cache
         (``connect(cache=...)``) a plain query over unchanged inputs is answered from it, unless
-        ``cache=False``."""
+        ``cache=False``.
+
+        Write statements (COPY ... TO, CREATE TABLE, INSERT, MERGE, UPDATE, DELETE) run through
+        ``puffin.writes`` and return the rows written. ``engine="spark"`` runs the whole query on
+        Spark SQL (``connect(spark=...)``) and brings its rows back as Arrow."""
         text, mode = split_explain(query)
+        if engine not in ("puffin", "spark"):
+            raise PuffinError(f"unknown engine {engine!r}; engines: puffin, spark")
+        if engine == "spark" and not is_write(text):
+            with self._journal.entry(query) as entry:
+                from puffin.writes import spark
+
+                return spark.read(self, text, dialect, mode, timeout, entry)
+        if is_write(text):  # COPY, CREATE TABLE, INSERT, MERGE, UPDATE, DELETE: puffin.writes
+            with self._journal.entry(query) as entry:
+                from puffin.writes import run_write
+
+                return run_write(self, text, dialect, mode, timeout, entry)
         with self._journal.entry(query) as entry:
             local = not self._remote()
             before_ray = local and not self._ray_running()
-            if before_ray:  # the local Ray to come is one node with this machine's CPUs
-                cpus, mem, nodes = self._num_cpus or os.cpu_count() or 1, None, 1
-            else:
-                self._runtime()
-                from puffin import runtime
-
-                cpus, mem, nodes = runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count()
+            cpus, mem, nodes = self._cluster_shape(before_ray)
             planned = self._plan(text, dialect, cpus, mem, nodes)
             describe(planned.plan.stages, planned.used, entry)
             key = self._journal.key(text, dialect, planned.used) if cache and mode != "analyze" else None
@@ -225,12 +241,26 @@ class Connection:
                 entry["cache"] = self._journal.store(key, result.arrow())
             return result
 
+    def _cluster_shape(self, before_ray: bool) -> tuple[int, int | None, int]:
+        """CPUs, memory per CPU and nodes to plan for (Ray's, once it runs)."""
+        if before_ray:  # the local Ray to come is one node with this machine's CPUs
+            return self._num_cpus or os.cpu_count() or 1, None, 1
+        self._runtime()
+        from puffin import runtime
+
+        return runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count()
+
     def _execute(self, planned: _Planned, text: str, dialect: str, mode: str | None, timeout: float | None,
-                 local: bool, before_ray: bool, cpus: int, entry: dict) -> Result:
-        """Run a planned query: in this thread (one task), on Lambda, or on Ray."""
+                 local: bool, before_ray: bool, cpus: int, entry: dict, shape=None, gather: bool = True) -> Result:
+        """Run a planned query: in this thread (one task), on Lambda, or on Ray. ``shape`` (a
+        write's) turns each plan made for it into the one that runs: its last stage writes, and
+        nothing of it goes to Lambda; ``gather`` is how it was planned."""
+        writing = shape is not None
+        if writing:
+            planned = shape(planned)
         tasks = sum(st.tasks for st in planned.plan.stages)
         if local and runs_inline(planned):
-            offload = self._offload(planned, cpus if before_ray else None)
+            offload = None if writing else self._offload(planned, cpus if before_ray else None)
             if offload is None or not offload.active:
                 entry["fragments"] = {"ray": 0, "lambda": 0, "inline": 1}
                 table, metrics = run_inline(planned, timeout)
@@ -247,12 +277,14 @@ class Connection:
 
         if before_ray:  # planned before Ray ran: tasks now get their share of its memory
             cpus, mem, nodes = runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count()
-            planned = self._plan(text, dialect, cpus, mem, nodes)
+            planned = self._plan(text, dialect, cpus, mem, nodes, gather)
+            if shape is not None:
+                planned = shape(planned)
         qp, frags = planned.plan, planned.fragments
         for src in planned.used.values():
             if src.kind == "arrow":
                 executor.put_table(src.source_id, src.table)
-        offload = self._offload(planned, None)
+        offload = None if writing else self._offload(planned, None)
         active = offload if offload is not None and offload.active else None
         entry["fragments"] = {"ray": tasks, "lambda": 0, "inline": 0}
         table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze", timeout=timeout, offload=active)
@@ -316,7 +348,25 @@ class Connection:
         text, _ = split_explain(query)  # a non-string query is refused there, clearly
         return self.sql("EXPLAIN " + text, dialect).render()
 
+    # -- Spark ---------------------------------------------------------------------------------
+    def _spark_settings(self):
+        from puffin.spark.settings import SparkSettings
+
+        return SparkSettings.resolve(self._spark_options)
+
+    def _spark(self):
+        """The session's Spark client, made on first use and kept (Spark starts once)."""
+        with self._cache_lock:
+            if self._spark_client is None:
+                from puffin.spark.client import make_client
+
+                self._spark_client = make_client(self._spark_settings(), self._catalogs.configured(), self._s3)
+            return self._spark_client
+
     def close(self) -> None:
+        if self._spark_client is not None:
+            self._spark_client.close()
+            self._spark_client = None
         self._executor = None
         if self._invoker is not None:
             self._invoker.close()
@@ -372,7 +422,7 @@ def connect(address: str | None = None, target_partitions: int | None = None,
             default_catalog: str | None = None, default_namespace: str | None = None,
             plan_cache: bool = True, prestart: bool | None = None,
             lambda_: dict[str, Any] | None = None, log: str | None = None, cache: str | None = None,
-            cache_options: dict[str, Any] | None = None) -> Connection:
+            cache_options: dict[str, Any] | None = None, spark: dict[str, Any] | None = None) -> Connection:
     """A new session on the Ray cluster at ``address`` (or RAY_ADDRESS), else a local Ray.
 
     ``s3`` overrides the AWS environment for s3:// paths: endpoint_url, region,
@@ -401,9 +451,16 @@ def connect(address: str | None = None, target_partitions: int | None = None,
     directory or ``s3://bucket/prefix/`` (``puffin.cache``; ``cache_options``: ``max_bytes``,
     ``public_base_url``); a query over unchanged inputs is then answered from it. A malformed
     URL is a PuffinError here; an unreachable store is one warning and queries run.
+
+    ``spark`` is where statements that rewrite Iceberg tables run (MERGE, UPDATE, DELETE, INSERT
+    OVERWRITE, CREATE OR REPLACE) and reads asked for with ``sql(..., engine="spark")``:
+    ``{"mode": "local"}`` (default: pyspark on this machine, started on first need and kept),
+    ``{"mode": "emr", "cluster_id": "j-...", "staging": "s3://..."}``, ``{"mode":
+    "emr-serverless", "application_id": ..., "execution_role_arn": ..., "staging": ...}`` or
+    ``{"mode": "off"}`` (such statements are refused). See ``puffin.spark.settings``.
     """
     return Connection(address, target_partitions, num_cpus, config, s3, catalogs, default_catalog,
-                      default_namespace, plan_cache, prestart, lambda_, log, cache, cache_options)
+                      default_namespace, plan_cache, prestart, lambda_, log, cache, cache_options, spark)
 
 
 def default_connection() -> Connection:

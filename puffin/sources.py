@@ -151,13 +151,11 @@ def _format_of(paths: list[str], fmt: str | None) -> str:
 def _list_files(location: str) -> tuple[list[str], bool]:
     """Files a location stands for, and whether it is a directory (Hive layout possible)."""
     if os.path.isdir(location):
-        files = sorted(
-            os.path.join(root, f)
-            for root, _, names in os.walk(location)
-            for f in names
-            if not f.startswith((".", "_"))
-        )
-        return files, True
+        files = []
+        for root, dirs, names in os.walk(location):
+            dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]  # a write's staging, Spark's _temporary
+            files += [os.path.join(root, f) for f in names if not f.startswith((".", "_"))]
+        return sorted(files), True
     if any(ch in location for ch in "*?["):
         return sorted(p for p in glob.glob(location, recursive=True) if os.path.isfile(p)), False
     if os.path.isfile(location):
@@ -177,7 +175,8 @@ def _list_s3(location: str, fs: pafs.S3FileSystem) -> tuple[list[str], bool, str
         return [path], False, path
     infos = fs.get_file_info(pafs.FileSelector(path.rstrip("/"), recursive=True, allow_not_found=True))
     names = [i.path for i in infos if i.type == pafs.FileType.File]
-    keep = [p for p in names if not os.path.basename(p).startswith((".", "_"))]
+    base = path.rstrip("/")
+    keep = [p for p in names if not any(part.startswith((".", "_")) for part in p[len(base):].split("/"))]
     return sorted(keep), True, path.rstrip("/")
 
 

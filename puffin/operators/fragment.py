@@ -38,6 +38,7 @@ class Fragment:
     threads: int = 1
     memory_limit: int | None = None  # bytes DuckDB may use before spilling
     schema: pa.Schema | None = None  # the stage's output schema: every task returns exactly it
+    sink: object = None  # a write's last stage: its rows go to files (``operators.sink``), not back
 
 
 @dataclass
@@ -116,8 +117,13 @@ def run_fragment(
             metrics.rows_in += t.num_rows
             metrics.bytes_in += t.nbytes
             cur.register(name, t)
-        result = conform(cur.sql(fragment.sql).to_arrow_table(), fragment.schema)
-        if fragment.output_mode == "hash":
+        if fragment.sink is not None:  # what it wrote is its output
+            result = fragment.sink.write(cur, fragment.sql, fragment.task)
+        else:
+            result = conform(cur.sql(fragment.sql).to_arrow_table(), fragment.schema)
+        if fragment.sink is not None:
+            parts = [result]
+        elif fragment.output_mode == "hash":
             parts = hash_partition(cur, result, fragment.output_keys, fragment.output_partitions)
         elif fragment.output_mode == "range":
             parts = range_partition(result, fragment.output_keys[0], fragment.output_partitions)

@@ -36,14 +36,16 @@ class QueryPlan:
 
 
 def plan_query(
-    sql: str, dialect: str, binder: Binder, settings_for: Callable[[dict[str, Source]], Settings]
+    sql: str, dialect: str, binder: Binder, settings_for: Callable[[dict[str, Source]], Settings],
+    gather: bool = True,
 ) -> QueryPlan:
     """Plan ``sql``; ``settings_for`` picks partition counts once the tables read are known.
 
     A query whose inputs are all small runs whole in one DuckDB task (``whole``): there is
     nothing to split, so sqlglot's optimizer and the distributed planner are skipped. What the
     distributed planner cannot split (sqlglot cannot optimize it, the builder does not know a
-    construct) runs whole in one DuckDB task too (``fallback``), never refused."""
+    construct) runs whole in one DuckDB task too (``fallback``), never refused. ``gather=False``
+    (a write) leaves the last stage's output in its tasks: each writes its own share."""
     start = time.perf_counter()
     bound = binder.check(parse(sql, dialect), sql, dialect)
     width = len(bound.output_names)
@@ -53,7 +55,7 @@ def plan_query(
         logical: Plan = whole_plan(bound.resolved, bound.used, width, whole)
         names = bound.output_names
         # one task reads every file itself, with all its threads: no scan is split off
-        stages = PhysicalPlanner(dataclasses.replace(settings, bytes_per_scan_task=math.inf)).plan(logical)
+        stages = PhysicalPlanner(dataclasses.replace(settings, bytes_per_scan_task=math.inf)).plan(logical, gather)
     else:
         try:
             stmt = binder.optimize(bound)
@@ -61,10 +63,10 @@ def plan_query(
                 raise NotSupportedError(bound.unplanned)
             logical, names = PlanBuilder(bound.used).build(stmt)
             logical = apply_rules(logical)
-            stages = PhysicalPlanner(settings).plan(logical)
+            stages = PhysicalPlanner(settings).plan(logical, gather)
         except (NotSupportedError, InternalError) as e:
             logical, names = fallback_plan(bound.resolved, bound.used, str(e), width), bound.output_names
-            stages = PhysicalPlanner(settings).plan(logical)
+            stages = PhysicalPlanner(settings).plan(logical, gather)
     if width == len(names):
         names = bound.output_names
     if isinstance(logical, Native) and logical.statement.find(exp.Pivot):

@@ -73,20 +73,35 @@ def split_explain(sql: str) -> tuple[str, str | None]:
     return _blank(sql[:m.end()]) + sql[m.end():], "analyze" if m.group(1) else "explain"
 
 
+INSERT_OVERWRITE = re.compile(r"^(?:\s+|--[^\n]*\n|/\*.*?\*/)*INSERT\s+OVERWRITE\b", re.IGNORECASE | re.DOTALL)
+WRITES = (exp.Copy, exp.Create, exp.Insert, exp.Merge, exp.Update, exp.Delete)  # puffin.writes runs these
+
+
 def parse(sql: str, dialect: str = "duckdb") -> exp.Expression:
+    """One query (SELECT, set operations, PIVOT); a write statement is refused here."""
+    stmt = parse_statement(sql, dialect)
+    if isinstance(stmt, WRITES):
+        raise NotSupportedError(f"{stmt.key.upper()} is a write statement; run it with Connection.sql")
+    return stmt
+
+
+def parse_statement(sql: str, dialect: str = "duckdb") -> exp.Expression:
+    """One statement: a query, or a write (COPY, CREATE TABLE, INSERT, MERGE, UPDATE, DELETE)."""
     _check_text(sql)
     # the readers get a rewritten text of the same length; messages quote the user's own
     text = SYSTEM_VERSION.sub(lambda m: m.group(1) + "VERSION       ", sql)
-    duckdb_types = _duckdb_check(text, sql) if dialect == "duckdb" else None
+    # INSERT OVERWRITE (Spark's, Hive's) is the one write DuckDB's parser does not know
+    duckdb_types = _duckdb_check(text, sql) if dialect == "duckdb" and not INSERT_OVERWRITE.match(text) else None
     statements = [s for s in _sqlglot_parse(text, sql, dialect, duckdb_types) if s is not None]
     if not statements:
         raise SqlSyntaxError("Syntax error: empty query")
     if len(statements) > 1:
         raise NotSupportedError("several statements in one call; send them one at a time")
     stmt = statements[0]
-    if not isinstance(stmt, (exp.Query, exp.Pivot)):  # DuckDB's PIVOT / UNPIVOT statements are queries
+    if not isinstance(stmt, (exp.Query, exp.Pivot, *WRITES)):  # PIVOT / UNPIVOT statements are queries
         kind = stmt.key.upper() if not isinstance(stmt, exp.Command) else str(stmt.this).upper()
-        raise NotSupportedError(f"{kind} statements (only queries run here so far)")
+        raise NotSupportedError(f"{kind} statements (queries, COPY, CREATE TABLE, INSERT, MERGE, UPDATE "
+                                "and DELETE run here)")
     if isinstance(stmt, exp.Select) and not stmt.expressions:
         raise _syntax_error(sql, _end(sql), 1, "SELECT clause without selection list")
     return stmt

@@ -203,9 +203,11 @@ class PhysicalPlanner:
                 self._units[id(scan)] = (units, note)
         return self._units[id(scan)]
 
-    def plan(self, root: Plan) -> list[Stage]:
+    def plan(self, root: Plan, gather: bool = True) -> list[Stage]:
+        """The stages; the last returns one partition, or with ``gather=False`` (a write, whose
+        tasks each write their share) as many as the plan's last operator has tasks."""
         f = self.visit(root)
-        if f.tasks > 1:
+        if gather and f.tasks > 1:
             f = self.exchange(f, "gather")
         self.cut(f, Output("result"))
         return self.stages

@@ -1,0 +1,107 @@
+"""Write statements: what ``Connection.sql`` does with COPY, CREATE TABLE, INSERT, MERGE, UPDATE, DELETE.
+
+``statement.classify`` picks the writer; the rows a file or append write stores come from a
+query planned and run like any other, whose last stage's tasks write instead of returning
+(``operators/sink.py``), each its own share, in parallel:
+
+- ``files.FileTarget``: COPY ... TO / CREATE TABLE on a path, staged then published at once;
+- ``tables.TableTarget``: INSERT INTO / CREATE TABLE AS an Iceberg table, one commit;
+- ``spark.run``: MERGE, UPDATE, DELETE, INSERT OVERWRITE, CREATE OR REPLACE on Spark SQL.
+
+Every check that can fail (target not empty, columns or types that do not fit, a table that
+exists or does not, credentials that cannot write) runs before any task does, and a failure
+after that leaves no file visible. The result is one row: ``rows_written`` (and ``snapshot_id``
+for Iceberg, ``files`` and ``path`` for files).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from puffin.errors import NotSupportedError
+from puffin.planner.parse import parse_statement, retry_deep
+from puffin.result import Result
+from puffin.writes.statement import FileWrite, SparkWrite, TableWrite, classify
+
+
+def run_write(con, text: str, dialect: str, mode: str | None, timeout: float | None, entry: dict) -> Result:
+    if mode == "analyze":
+        raise NotSupportedError("EXPLAIN ANALYZE of a write statement (EXPLAIN shows its plan; run it to write)")
+    write = classify(retry_deep(lambda: parse_statement(text, dialect)))
+    entry["write"] = type(write).__name__
+    if isinstance(write, SparkWrite):
+        from puffin.writes import spark
+
+        return spark.run(con, write, dialect, mode, timeout, entry)
+    if isinstance(write, TableWrite) and write.op == "create":
+        from puffin.writes import tables
+
+        if mode == "explain":
+            return _explain_text(f"CREATE TABLE {write.table.sql('duckdb')} (pyiceberg, no data)")
+        return _done(tables.create(write, con._catalogs), entry)
+    return _write_rows(con, write, mode, timeout, entry)
+
+
+def _write_rows(con, write: FileWrite | TableWrite, mode: str | None, timeout: float | None, entry: dict) -> Result:
+    """Plan the query, prepare the target, let the last stage's tasks write, then publish."""
+    from puffin.planner.explain import explain
+
+    query = write.query.sql("duckdb")
+    gather = isinstance(write, FileWrite) and write.single  # one file: one task writes it
+    local = not con._remote()
+    before_ray = local and not con._ray_running()
+    cpus, mem, nodes = con._cluster_shape(before_ray)
+    planned = con._plan(query, "duckdb", cpus, mem, nodes, gather)
+    last = planned.plan.stages[-1]
+    names = list(planned.plan.names) if planned.plan.names is not None else None
+    if isinstance(write, FileWrite):
+        from puffin.writes.files import FileTarget
+
+        target = FileTarget(write, con._s3)
+        describe = (f"write: {write.format} {'file' if write.single else 'files'} to {write.path}"
+                    + (f", partitioned by {', '.join(write.partition_by)}" if write.partition_by else "")
+                    + ", staged, then published at once")
+        if mode == "explain":
+            return _explain_text(explain(planned.plan.stages, planning_ms=planned.plan.planning_ms) + "\n" + describe)
+        target.check()
+        sink = target.sink(names)
+    else:
+        from puffin.writes.tables import TableTarget
+
+        if last.schema is None:
+            raise NotSupportedError("writing a PIVOT's rows to an Iceberg table (its columns are known only "
+                                    "once it ran); CREATE TABLE with explicit columns first")
+        target = TableTarget(write, con._catalogs)
+        describe = (f"write: Iceberg data files for {target.full} by each task, then one commit "
+                    "(fast append)")
+        if mode == "explain":
+            return _explain_text(explain(planned.plan.stages, planning_ms=planned.plan.planning_ms) + "\n" + describe)
+        sink = target.prepare(last.schema, names or last.schema.names)
+        if sink is None:
+            return _done(target.skipped(), entry)
+
+    def shape(p):
+        """The plan as it runs: the last stage's tasks write with ``sink``."""
+        st = p.plan.stages[-1]
+        frags = dict(p.fragments)
+        frags[st.id] = [dataclasses.replace(f, sink=sink) for f in p.fragments[st.id]]
+        return dataclasses.replace(p, plan=dataclasses.replace(p.plan, names=None), fragments=frags)
+
+    try:
+        written = con._execute(planned, query, "duckdb", None, timeout, local, before_ray, cpus, entry,
+                               shape=shape, gather=gather).arrow()
+    except BaseException:
+        target.abort()
+        raise
+    return _done(target.publish(written) if isinstance(write, FileWrite) else target.commit(written), entry)
+
+
+def _done(table, entry: dict) -> Result:
+    entry["rows"] = int(table.column("rows_written")[0].as_py())
+    return Result(table)
+
+
+def _explain_text(text: str) -> Result:
+    import pyarrow as pa
+
+    return Result(pa.table({"explain": [text]}), text=text)

@@ -1,0 +1,166 @@
+"""Files written by Puffin's tasks, published all at once: COPY ... TO and CREATE TABLE on a path.
+
+Every task writes its share into this query's staging directory, which readers skip (its name
+starts with ``.`` or ``_``, like Spark's and pyarrow's hidden files). Only when every task has
+succeeded does the driver publish:
+
+- a local directory: the staging directory, with ``_SUCCESS`` in it, is renamed onto the target
+  (one atomic rename; with OVERWRITE the old directory is renamed away first, then removed);
+- a local file: the one file is renamed onto the target (atomic);
+- an object-store prefix (no renames there): every staged object is copied to its place, the
+  objects OVERWRITE replaces are deleted, then ``_SUCCESS`` is written last, marking it complete;
+- an object-store key: one copy.
+
+A failed, cancelled or interrupted query removes its staging and leaves nothing visible. As
+DuckDB does, a directory target that already holds files needs OVERWRITE (checked before anything
+runs), and a file target is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from puffin.errors import PuffinError
+from puffin.operators.sink import FileSink
+from puffin.storage import S3Config, is_s3, s3_filesystem, storage_error, strip_scheme
+from puffin.writes.statement import FileWrite
+
+MARKER = "_SUCCESS"
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
+class FileTarget:
+    """The staging and publishing of one ``FileWrite``."""
+
+    def __init__(self, write: FileWrite, s3: S3Config):
+        self.write = write
+        self.s3 = s3
+        self.remote = is_s3(write.path)
+        self.id = uuid.uuid4().hex[:12]
+        path = write.path.rstrip("/")
+        if self.remote:
+            self.fs = s3_filesystem(s3)
+            self.key = strip_scheme(path)
+            parent = self.key if not write.single else self.key.rsplit("/", 1)[0]
+            self.staging_key = f"{parent}/_puffin_staging-{self.id}"
+            self.staging = "s3://" + self.staging_key
+        else:
+            self.fs = pafs.LocalFileSystem()
+            self.key = os.path.abspath(os.path.expanduser(path))
+            parent, name = os.path.split(self.key)
+            self.staging = self.staging_key = os.path.join(parent, f".{name}.puffin-staging-{self.id}")
+
+    # -- before anything runs ------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse what DuckDB refuses (a non-empty directory without OVERWRITE) and a target
+        these credentials cannot write, before any task runs."""
+        w = self.write
+        try:
+            info = self.fs.get_file_info(self.key)
+            if not w.single and not w.overwrite and self._visible():
+                raise PuffinError(f"COPY target {w.path} is not empty; add OVERWRITE to replace what it holds "
+                                  "(as DuckDB asks)")
+            if w.single and info.type == pafs.FileType.Directory:
+                raise PuffinError(f"{w.path} is a directory; write a directory with PARTITION_BY, "
+                                  "PER_THREAD_OUTPUT or a path ending in '/'")
+            if not w.single and info.type == pafs.FileType.File:
+                raise PuffinError(f"{w.path} is a file, not a directory")
+            self.fs.create_dir(self.staging_key, recursive=True)
+            if self.remote:  # a probe object: credentials that cannot write fail here, not midway
+                with self.fs.open_output_stream(f"{self.staging_key}/_probe") as out:
+                    out.write(b"")
+        except PuffinError:
+            raise
+        except PermissionError as e:
+            raise PuffinError(f"cannot write {w.path}: permission denied ({e.strerror or e})") from None
+        except OSError as e:
+            if self.remote:
+                raise _write_error(storage_error(e, w.path, self.s3), w.path) from None
+            raise PuffinError(f"cannot write {w.path}: {e.strerror or e}") from None
+
+    def _visible(self) -> bool:
+        infos = self.fs.get_file_info(pafs.FileSelector(self.key, recursive=True, allow_not_found=True))
+        return any(i.type == pafs.FileType.File and not any(_hidden(p) for p in self._rel(i.path).split("/"))
+                   for i in infos)
+
+    def _rel(self, path: str) -> str:
+        return os.path.relpath(path, self.key) if not self.remote else path[len(self.key):].lstrip("/")
+
+    def sink(self, names: list[str] | None) -> FileSink:
+        w = self.write
+        return FileSink(self.staging, w.format, w.options, w.partition_by, w.single, tuple(names or ()),
+                        self.s3 if self.remote else None)
+
+    # -- after every task succeeded --------------------------------------------------------------
+    def publish(self, written: pa.Table) -> pa.Table:
+        files = [f for f in written.column("file").to_pylist() if f is not None]
+        rows = sum(r for r in written.column("rows").to_pylist() if r is not None)
+        try:
+            if self.remote:
+                self._publish_s3(files)
+            else:
+                self._publish_local(files)
+        except OSError as e:
+            self.abort()
+            raise PuffinError(f"publishing {self.write.path} failed: {e}") from None
+        return pa.table({"rows_written": pa.array([rows], pa.int64()), "files": pa.array([len(files)], pa.int64()),
+                         "path": [self.write.path]})
+
+    def _publish_local(self, files: list[str]) -> None:
+        if self.write.single:
+            if len(files) != 1:
+                raise OSError(f"expected one file, the task wrote {len(files)}")
+            os.replace(os.path.join(self.staging, files[0]), self.key)
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return
+        open(os.path.join(self.staging, MARKER), "wb").close()
+        old = None
+        if os.path.isdir(self.key):
+            if os.listdir(self.key):  # OVERWRITE (checked): the old files go away with one rename
+                old = os.path.join(os.path.dirname(self.key), f".{os.path.basename(self.key)}.puffin-old-{self.id}")
+                os.rename(self.key, old)
+            else:
+                os.rmdir(self.key)
+        os.rename(self.staging, self.key)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+    def _publish_s3(self, files: list[str]) -> None:
+        if self.write.single:
+            if len(files) != 1:
+                raise OSError(f"expected one object, the task wrote {len(files)}")
+            self.fs.copy_file(f"{self.staging_key}/{files[0]}", self.key)
+            self.abort()
+            return
+        new = set()
+        for rel in files:
+            self.fs.copy_file(f"{self.staging_key}/{rel}", f"{self.key}/{rel}")
+            new.add(rel)
+        if self.write.overwrite:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.key, recursive=True, allow_not_found=True))
+            for i in infos:
+                rel = self._rel(i.path)
+                if i.type == pafs.FileType.File and rel not in new and not any(_hidden(p) for p in rel.split("/")):
+                    self.fs.delete_file(i.path)
+        with self.fs.open_output_stream(f"{self.key}/{MARKER}") as out:
+            out.write(b"")
+        self.abort()
+
+    def abort(self) -> None:
+        """Remove the staging directory (a failed query leaves nothing)."""
+        try:
+            self.fs.delete_dir(self.staging_key)
+        except (OSError, FileNotFoundError):
+            pass
+
+
+def _write_error(e: PuffinError, path: str) -> PuffinError:
+    return PuffinError(str(e).replace("cannot read", "cannot write").replace("no object at", "cannot write to"))

@@ -1,0 +1,137 @@
+"""Statements Spark SQL runs on the catalog Puffin reads: MERGE, UPDATE, DELETE, INSERT OVERWRITE,
+CREATE OR REPLACE TABLE, partitioned CREATE TABLE, and reads delegated with ``engine="spark"``.
+
+The statement is transpiled by sqlglot (``puffin.spark.transpile``) after its names are made
+Spark's: catalog tables fully qualified (``cat.ns.t``, the same name in Spark's catalog), and
+every other table it reads (a registered table or frame, a file) computed by Puffin and staged
+as Parquet (a local directory for local Spark, the EMR staging prefix for EMR), then read by
+Spark as a temporary view. The Spark session is the connection's, started once
+(``Connection._spark``). Spark's errors come back as ``ExecutionError`` with Spark's message.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+
+import pyarrow as pa
+from sqlglot import exp
+
+from puffin.errors import BindError
+from puffin.result import Result
+
+
+def run(con, write, dialect: str, mode: str | None, timeout: float | None, entry: dict) -> Result:
+    """A write statement (a ``SparkWrite``) on Spark; one row: rows_written, snapshot_id."""
+    report, spark_sql = _submit(con, write.statement, dialect, mode, timeout, want_result=False)
+    if report is None:
+        return _text(f"Spark SQL ({con._spark_settings().mode}): {spark_sql}")
+    info = next((s for s in reversed(report.statements) if s.get("table")), {})
+    entry["rows"] = int(info.get("rows") or 0)
+    entry["engine"] = "spark"
+    return Result(pa.table({"rows_written": pa.array([info.get("rows")], pa.int64()),
+                            "snapshot_id": pa.array([info.get("snapshot_id")], pa.int64())}))
+
+
+def read(con, text: str, dialect: str, mode: str | None, timeout: float | None, entry: dict) -> Result:
+    """A query run whole by Spark SQL; its rows come back as Arrow."""
+    from puffin.planner.parse import parse_statement, retry_deep
+
+    stmt = retry_deep(lambda: parse_statement(text, dialect))
+    report, spark_sql = _submit(con, stmt, dialect, mode, timeout, want_result=True)
+    if report is None:
+        return _text(f"Spark SQL ({con._spark_settings().mode}): {spark_sql}")
+    entry["engine"] = "spark"
+    entry["rows"] = report.result.num_rows if report.result is not None else 0
+    return Result(report.result if report.result is not None else pa.table({}))
+
+
+def _submit(con, stmt: exp.Expression, dialect: str, mode: str | None, timeout: float | None, want_result: bool):
+    from puffin.spark.client import SparkJob
+    from puffin.spark.transpile import to_spark
+
+    stmt = stmt.copy()
+    staged = _staged_tables(con, stmt)
+    spark_sql = to_spark(stmt, read="duckdb")
+    if mode == "explain":
+        lines = [spark_sql] + [f"  input {name}: computed by Puffin from {src}" for name, src, _ in staged]
+        return None, "\n".join(lines)
+    client = con._spark()
+    root, inputs = _stage(con, staged)
+    try:
+        return client.run(SparkJob([spark_sql], inputs, want_result=want_result), timeout), spark_sql
+    finally:
+        if root is not None and not root.startswith("s3://"):
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _staged_tables(con, stmt: exp.Expression) -> list[tuple[str, str, exp.Table]]:
+    """Qualify catalog tables in place; every other table (registered, a file) is renamed to a
+    temporary view name. Returns (view name, what it was, the table node) for those."""
+    ctes = {c.alias_or_name.lower() for c in stmt.find_all(exp.CTE)}
+    staged = []
+    for table in list(stmt.find_all(exp.Table)):
+        if not isinstance(table.this, (exp.Identifier, exp.Func)):
+            continue
+        name = table.name.lower()
+        if isinstance(table.this, exp.Identifier) and not table.args.get("db") and name in ctes:
+            continue
+        if isinstance(table.this, exp.Identifier) and _in_catalog(con, table):
+            cat, ns, tname = con._catalogs.identify(table)
+            table.set("catalog", exp.to_identifier(cat))
+            table.set("db", exp.to_identifier(ns))
+            table.set("this", exp.to_identifier(tname))
+            continue
+        view = f"puffin_input_{len(staged)}"
+        original = table.copy()
+        original.set("alias", None)
+        alias = table.alias or (table.name if isinstance(table.this, exp.Identifier) and
+                                not table.this.args.get("quoted") else "")
+        table.set("this", exp.to_identifier(view))
+        table.set("db", None)
+        table.set("catalog", None)
+        if alias:
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+        staged.append((view, original.sql("duckdb"), original))
+    return staged
+
+
+def _in_catalog(con, table: exp.Table) -> bool:
+    if table.args.get("db"):
+        return True
+    if table.this.args.get("quoted") and ("/" in table.name or "." in table.name):
+        return False  # a file path
+    if table.name.lower() in con._tables:
+        return False
+    if con._catalogs.namespace:
+        return True
+    raise BindError(f"unknown table {table.name}; registered: {', '.join(sorted(con._tables)) or '(none)'}, "
+                    "or name an Iceberg table as catalog.namespace.table")
+
+
+def _stage(con, staged):
+    """Each non-catalog input computed by Puffin and written as Parquet where Spark can read it."""
+    from puffin.spark.client import SparkInput
+
+    if not staged:
+        return None, []
+    settings = con._spark_settings()
+    if settings.mode == "local":
+        root = tempfile.mkdtemp(prefix="puffin-spark-inputs-")
+    else:
+        root = f"{settings.staging.rstrip('/')}/inputs/{uuid.uuid4().hex[:12]}"
+    inputs = []
+    for view, _, original in staged:
+        path = f"{root}/{view}/" if root.startswith("s3://") else os.path.join(root, view) + "/"
+        select = exp.select("*").from_(original)
+        copy = exp.Copy(this=exp.Subquery(this=select), kind=False, files=[exp.Literal.string(path)],
+                        params=[exp.CopyParameter(this=exp.var("FORMAT"), expression=exp.var("parquet"))])
+        con.sql(copy.sql("duckdb"), cache=False)
+        inputs.append(SparkInput(view, path.rstrip("/"), "parquet"))
+    return root, inputs
+
+
+def _text(text: str) -> Result:
+    return Result(pa.table({"explain": [text]}), text=text)
