@@ -165,6 +165,9 @@ class Driver:
         df = self.spark.sql(sql)  # commands (DDL, DML) run here, queries are lazy
         if result is not None:
             report["columns"] = list(df.columns)
+            if not df.columns:  # a command with no output (DELETE ...): no rows, no file
+                result = None
+        if result is not None:
             df.toDF(*[f"_c{i}" for i in range(len(df.columns))]).write.mode("overwrite").parquet(result)
         elif not _is_command(df):
             df.write.format("noop").mode("overwrite").save()  # run a query whose rows nobody wants
@@ -224,10 +227,10 @@ def error_message(e: BaseException) -> tuple[str, str | None]:
             seen = seen.getCause()
         for j in chain:
             error_class = error_class or _java_error_class(j)
-        message = _clean(chain[0].getMessage() or chain[0].toString())
+        message = _clean(_java_message(chain[0]))
         if message.startswith(("Job aborted", "Writing job aborted")) and len(chain) > 1:
             root = chain[-1]
-            message = _clean(root.getMessage() or root.toString())
+            message = _clean(_java_message(root))
             error_class = _java_error_class(root) or error_class
     else:
         message = _clean(str(e)) or type(e).__name__
@@ -240,6 +243,14 @@ def _stack(e: BaseException) -> str:
     """The Java stack trace of a Spark failure (Python's traceback for anything else)."""
     stack = getattr(e, "stackTrace", None) or getattr(e, "java_exception", None)
     return str(stack) if stack else "".join(traceback.format_exception(e))
+
+
+def _java_message(j) -> str:
+    """A Java exception's message; an AnalysisException's without the plan Spark appends."""
+    try:
+        return j.getSimpleMessage()
+    except Exception:  # noqa: BLE001 - not an AnalysisException
+        return j.getMessage() or j.toString()
 
 
 def _java_error_class(j) -> str | None:
