@@ -73,10 +73,11 @@ class FileTarget:
                                   "PER_THREAD_OUTPUT or a path ending in '/'")
             if not w.single and info.type == pafs.FileType.File:
                 raise PuffinError(f"{w.path} is a file, not a directory")
-            self.fs.create_dir(self.staging_key, recursive=True)
             if self.remote:  # a probe object: credentials that cannot write fail here, not midway
                 with self.fs.open_output_stream(f"{self.staging_key}/_probe") as out:
                     out.write(b"")
+            else:
+                self.fs.create_dir(self.staging_key, recursive=True)
         except PuffinError:
             raise
         except PermissionError as e:
