@@ -358,9 +358,9 @@ class Connection:
         """The session's Spark client, made on first use and kept (Spark starts once)."""
         with self._cache_lock:
             if self._spark_client is None:
-                from puffin.spark.client import make_client
+                from puffin.writes.spark import session_client
 
-                self._spark_client = make_client(self._spark_settings(), self._catalogs.configured(), self._s3)
+                self._spark_client = session_client(self._spark_settings(), self._catalogs.configured(), self._s3)
             return self._spark_client
 
     def close(self) -> None:

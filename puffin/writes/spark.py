@@ -11,20 +11,42 @@ Spark as a temporary view. The Spark session is the connection's, started once
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import tempfile
 import uuid
 
 import pyarrow as pa
 from sqlglot import exp
 
-from puffin.errors import BindError
+from puffin.errors import BindError, NotSupportedError
 from puffin.result import Result
+
+
+def session_client(settings, catalogs: dict[str, dict], s3):
+    """The connection's Spark client. SQLite catalog files are switched to write-ahead logging
+    first: a long-lived Spark's JDBC catalog keeps a read open on the file, which in SQLite's
+    default journal mode blocks every other writer's commit (pyiceberg's, so Puffin's appends)
+    for as long as Spark runs; with WAL, readers never block a writer and both see each other's
+    commits. The mode is a property of the file and stays."""
+    from puffin.spark.client import make_client
+
+    if settings.mode == "local":
+        for props in catalogs.values():
+            uri = str(props.get("uri", ""))
+            if props.get("type", "sql") == "sql" and uri.startswith("sqlite:///") and ":memory:" not in uri:
+                with contextlib.closing(sqlite3.connect(uri[len("sqlite:///"):], timeout=30)) as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+    return make_client(settings, catalogs, s3)
 
 
 def run(con, write, dialect: str, mode: str | None, timeout: float | None, entry: dict) -> Result:
     """A write statement (a ``SparkWrite``) on Spark; one row: rows_written, snapshot_id."""
+    if not _in_catalog(con, write.table):
+        raise NotSupportedError(f"{write.op.upper()} of {write.table.name}: a registered table or file; "
+                                "only Iceberg tables change")
     report, spark_sql = _submit(con, write.statement, dialect, mode, timeout, want_result=False)
     if report is None:
         return _text(f"Spark SQL ({con._spark_settings().mode}): {spark_sql}")

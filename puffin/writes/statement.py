@@ -79,7 +79,7 @@ def classify(stmt: exp.Expression) -> Write:
         return _insert(stmt)
     if isinstance(stmt, (exp.Merge, exp.Update, exp.Delete)):
         table = stmt.this
-        if not isinstance(table, exp.Table) or isinstance(table.this, exp.Func):
+        if not isinstance(table, exp.Table) or isinstance(table.this, exp.Func) or _is_path(table):
             raise NotSupportedError(f"{stmt.key.upper()} of {stmt.this.sql('duckdb')}: only Iceberg tables change")
         if stmt.args.get("returning"):
             raise NotSupportedError(f"{stmt.key.upper()} ... RETURNING")
