@@ -128,3 +128,20 @@ def test_explain_shows_the_write(con, tmp_path):
     text = con.sql(f"EXPLAIN COPY ({QUERY}) TO '{tmp_path}/o' (FORMAT parquet, PARTITION_BY (l_returnflag))").render()
     assert "write: parquet files to" in text and "partitioned by l_returnflag" in text
     assert os.listdir(tmp_path) == []
+
+
+def test_empty_results_and_a_csv_source(con, oracle, tmp_path):
+    empty = tmp_path / "empty.parquet"
+    assert con.sql(f"COPY ({QUERY} AND false) TO '{empty}'").fetchall()[0][:2] == (0, 1)
+    assert duckdb.sql(f"SELECT count(*) FROM '{empty}'").fetchall() == [(0,)]
+    parts = tmp_path / "none"
+    con.sql(f"COPY ({QUERY} AND false) TO '{parts}' (FORMAT parquet, PARTITION_BY (l_returnflag))")
+    assert _files(parts) == ["_SUCCESS"]
+    # a CSV source written back as Parquet in several files
+    csv = tmp_path / "orders.csv"
+    oracle.sql(f"COPY (SELECT * FROM orders) TO '{csv}' (HEADER)")
+    out = tmp_path / "from_csv"
+    con.sql(f"COPY (SELECT * FROM '{csv}' WHERE o_totalprice > 1000) TO '{out}/' (FORMAT parquet)")
+    got = con.sql(f"SELECT * FROM '{out}' ORDER BY o_orderkey").arrow()
+    want = oracle.sql(f"SELECT * FROM read_csv('{csv}') WHERE o_totalprice > 1000 ORDER BY o_orderkey")
+    assert_same_result(got, want.to_arrow_table(), ordered=True)
