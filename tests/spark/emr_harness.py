@@ -12,8 +12,8 @@ own backend objects:
 
 - EMR: a step of a cluster (in order, one at a time, as EMR's default step concurrency) goes
   RUNNING, its ``command-runner.jar`` arguments (``spark-submit ... <s3 script> --job <s3 job>``)
-  run on local Spark, and it ends COMPLETED or FAILED (with ``FailureDetails``: reason, the tail
-  of spark-submit's output, and the log file uploaded under the cluster's ``LogUri``). moto lacks
+  run on local Spark, and it ends COMPLETED or FAILED (with ``FailureDetails``: reason, the last
+  error lines of spark-submit's output, and the log file uploaded under the cluster's ``LogUri``). moto lacks
   ``CancelSteps``: it is added here, as EMR documents it (a PENDING or RUNNING step becomes
   CANCELLED and its spark-submit is killed).
 - EMR Serverless: a job run starts SUBMITTED (moto's default state is switched from SUCCESS),
