@@ -189,9 +189,13 @@ class SshHost:
             f.write("\n".join(lines) + "\n")
 
     def _launch(self) -> bool:
+        # unshare dies with this process (setpriv's parent-death signal) and sshd with unshare
+        # (--kill-child): a test killed outright still takes the namespace down with it
+        guard = ["setpriv", "--pdeathsig", "KILL"] if shutil.which("setpriv") else []
         with open(self.log, "a") as log:
             self.proc = subprocess.Popen(
-                ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", SSHD, "-D", "-e", "-f", self.config],
+                [*guard, "unshare", "--pid", "--fork", "--mount-proc", "--kill-child", SSHD, "-D", "-e", "-f",
+                 self.config],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -12,7 +12,7 @@ cluster/aws.yaml cannot be brought up here; it is checked offline by Ray's own c
 preparation and validation, its EC2 node configs by botocore's RunInstances model, and the IAM
 template it names by cfn-lint.
 
-About a minute on two cores (ray up ~6 s, each `ray submit` ~5 s, each `ray job submit` ~10 s,
+About 65 s on two cores (ray up ~6-15 s, each `ray submit` ~5-10 s, each `ray job submit` ~10-25 s,
 ray down ~6 s). Skipped, with the reason, where sshd, rsync or nc are missing (CI installs them:
 scripts/install_cluster_test_deps.sh) or without root (sshd for the current user in a PID
 namespace).
