@@ -47,14 +47,31 @@ def run(con, write, dialect: str, mode: str | None, timeout: float | None, entry
     if not _in_catalog(con, write.table):
         raise NotSupportedError(f"{write.op.upper()} of {write.table.name}: a registered table or file; "
                                 "only Iceberg tables change")
+    matched = _count_matched(con, write, mode, timeout)
     report, spark_sql = _submit(con, write.statement, dialect, mode, timeout, want_result=False)
     if report is None:
         return _text(f"Spark SQL ({con._spark_settings().mode}): {spark_sql}")
     info = next((s for s in reversed(report.statements) if s.get("table")), {})
+    if info.get("rows") is None and matched is not None:
+        info["rows"] = matched
     entry["rows"] = int(info.get("rows") or 0)
     entry["engine"] = "spark"
     return Result(pa.table({"rows_written": pa.array([info.get("rows")], pa.int64()),
                             "snapshot_id": pa.array([info.get("snapshot_id")], pa.int64())}))
+
+
+def _count_matched(con, write, mode: str | None, timeout: float | None) -> int | None:
+    """The rows an UPDATE will change, counted by Spark just before it runs (the commit's summary
+    does not say for a copy-on-write table: it counts rewritten rows). None for an UPDATE ...
+    FROM and for other statements (a copy-on-write MERGE's changed rows are not known)."""
+    stmt = write.statement
+    if mode == "explain" or not isinstance(stmt, exp.Update) or stmt.args.get("from"):
+        return None
+    count = exp.select(exp.Count(this=exp.Star()).as_("n")).from_(stmt.this.copy())
+    if stmt.args.get("where") is not None:
+        count.set("where", stmt.args["where"].copy())
+    report, _ = _submit(con, count, "duckdb", None, timeout, want_result=True)
+    return int(report.result.column(0)[0].as_py()) if report.result is not None else None
 
 
 def read(con, text: str, dialect: str, mode: str | None, timeout: float | None, entry: dict) -> Result:

@@ -44,7 +44,8 @@ def test_merge_update_delete_on_a_table_puffin_created(lake):
     table = cat.load_table("db.acc")
     assert res.column("snapshot_id").to_pylist() == [table.metadata.current_snapshot_id]
     assert table.current_snapshot().summary.operation.value == "overwrite"
-    con.sql("UPDATE lake.db.acc SET v = upper(v) WHERE id >= 4")
+    updated = con.sql("UPDATE lake.db.acc SET v = upper(v) WHERE id >= 4").arrow()
+    assert updated.column("rows_written").to_pylist() == [3]
     deleted = con.sql("DELETE FROM lake.db.acc WHERE id = 0").arrow()
     assert deleted.column("rows_written").to_pylist() == [1]
     want = [(1, "one"), (2, "two"), (3, "v3"), (4, "V4"), (5, "V5"), (9, "NINE")]
