@@ -13,7 +13,8 @@ and Puffin see the same tables under the same names (``lake.db.t`` in both):
   and, in local mode only, explicit credentials: on EMR the cluster's role supplies them and
   no secret is written into a job file).
 
-The first catalog is Spark's default catalog (``db.t`` = ``lake.db.t``), the session time zone
+Tables are not cached in Spark (``cache-enabled=false``): Puffin commits to the same tables
+through pyiceberg, and Spark must see those commits. The first catalog is Spark's default catalog (``db.t`` = ``lake.db.t``), the session time zone
 is UTC, and there is no Hive metastore (``spark.sql.catalogImplementation=in-memory``).
 
 Local mode also gets its class path: the Iceberg runtime jar with its Jackson relocated
@@ -49,6 +50,29 @@ def runtime_jar() -> Path:
 
 def sqlite_jdbc_jar() -> Path:
     return Path(os.environ.get("PUFFIN_SQLITE_JDBC_JAR") or "/usr/share/java/sqlite-jdbc.jar")
+
+
+def local_spark_missing(jars: bool = True) -> str | None:
+    """None when local Spark + Iceberg can run here, else what is missing and how to install it.
+
+    jars=False checks only Java and pyspark (the jars a job needs depend on its catalogs).
+    """
+    import shutil
+    from importlib import metadata
+
+    java_home = os.environ.get("JAVA_HOME")
+    if not (java_home and os.access(os.path.join(java_home, "bin", "java"), os.X_OK)) and not shutil.which("java"):
+        return f"no java on PATH or in JAVA_HOME (install: {INSTALL_HINT})"
+    try:
+        version = metadata.version("pyspark")
+    except metadata.PackageNotFoundError:
+        return f"pyspark is not installed (install: {INSTALL_HINT})"
+    if not version.startswith("3.5."):
+        return f"pyspark {version} is installed; the Iceberg 1.10 runtime jar needs pyspark 3.5.x ({INSTALL_HINT})"
+    for jar in (runtime_jar(), sqlite_jdbc_jar()) if jars else ():
+        if not jar.is_file():
+            return f"{jar} is missing (install: {INSTALL_HINT})"
+    return None
 
 
 def local_jars(catalogs: dict[str, dict], extra: tuple[str, ...] | list[str] = ()) -> list[str]:
@@ -106,6 +130,8 @@ def catalog_conf(name: str, props: dict, s3: S3Config, credentials: bool = True)
     key = f"spark.sql.catalog.{name}"
     out = {key: "org.apache.iceberg.spark.SparkCatalog"}
     passed = {k: str(v) for k, v in props.items() if k not in _PYICEBERG_ONLY and v is not None}
+    # Puffin (pyiceberg) commits to the same tables: Spark must load them fresh, not from a cache.
+    passed.setdefault("cache-enabled", "false")
     if kind == "sql":
         passed.update(_jdbc(name, passed.pop("uri", "")))
         passed.setdefault("jdbc.schema-version", "V1")  # the schema pyiceberg's SqlCatalog uses

@@ -39,10 +39,12 @@ Modes:
   JVM included) is sent to stderr, so stdout carries replies only.
 
 Rows per statement: for a statement that writes an Iceberg table (INSERT INTO / OVERWRITE,
-CREATE [OR REPLACE] TABLE ... AS, REPLACE TABLE ... AS, DELETE, UPDATE, MERGE), the ``main``
-ref of the target table is read from its ``.refs`` metadata table before and after; a new
-snapshot is reported with its ``.snapshots`` summary, and ``rows`` from that summary, with
-A = added-records, R = deleted-records, P = added-position-deletes:
+CREATE [OR REPLACE] TABLE ... AS, REPLACE TABLE ... AS, DELETE, UPDATE, MERGE), the target
+table's current snapshot is read before and after (through Iceberg's Java table API: the same
+snapshot id, operation and summary as its ``.snapshots`` metadata table, without a Spark job);
+a new snapshot is reported with its summary, and ``rows`` from that summary, with
+A = added-records, R = deleted-records, P = added-position-deletes - removed-position-deletes
+(a data file's delete file is rewritten, old positions included, when more of its rows go):
 
 - INSERT INTO / INSERT OVERWRITE / CTAS / RTAS: rows = A (exact).
 - DELETE: rows = P + R - A (exact: merge-on-read adds one position delete per row, copy-on-
@@ -100,7 +102,10 @@ def rows_from_summary(kind: str, summary: dict) -> tuple[int | None, bool]:
     def n(key: str) -> int:
         return int(summary.get(key) or 0)
 
-    a, r, p = n("added-records"), n("deleted-records"), n("added-position-deletes")
+    # A delete file scoped to one data file (Iceberg's default granularity) is rewritten with
+    # the old positions when more rows of that file go: only the difference is new.
+    a, r = n("added-records"), n("deleted-records")
+    p = n("added-position-deletes") - n("removed-position-deletes")
     if kind == "insert":
         return a, True
     if kind == "delete":
@@ -128,6 +133,37 @@ class Driver:
         # Result files hold INT64 microsecond timestamps (readable everywhere), not INT96.
         self.spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         self.log = log
+        for name, uri in conf.items():
+            prefix, _, rest = name.partition("spark.sql.catalog.")
+            if not prefix and rest.endswith(".uri") and str(uri).startswith("jdbc:sqlite:"):
+                self._release_sqlite_locks(rest[: -len(".uri")])
+
+    def _release_sqlite_locks(self, catalog: str) -> None:
+        """Close the SQLite connections Iceberg's JdbcCatalog opened while initialising.
+
+        JdbcCatalog.initialize (Iceberg 1.10.2) leaves two DatabaseMetaData result sets open
+        (getTables, getColumns). On SQLite an open statement keeps a SHARED lock on the file, so
+        while this session lives no other process (pyiceberg, Puffin) could commit to the catalog
+        ("database is locked"). The pool makes fresh connections on demand.
+        """
+        try:
+            plugin = self.spark._jsparkSession.sessionState().catalogManager().catalog(catalog)
+            jdbc = plugin.icebergCatalog()
+            if jdbc.getClass().getSimpleName() != "JdbcCatalog":
+                return
+            pool = _field(jdbc, jdbc.getClass(), "connections")
+            pool_class = pool.getClass().getSuperclass()  # ClientPoolImpl
+            clients = _field(pool, pool_class, "clients")
+            closed = 0
+            while not clients.isEmpty():
+                clients.pollFirst().close()
+                closed += 1
+            size = pool_class.getDeclaredField("currentSize")
+            size.setAccessible(True)
+            size.setInt(pool, max(size.getInt(pool) - closed, 0))
+        except Exception as e:  # noqa: BLE001 - only a lock other writers may wait on; say so
+            print(f"@@puffin could not release the SQLite catalog {catalog!r}'s connections: {e}",
+                  file=sys.stderr, flush=True)
 
     def run(self, job: dict) -> dict:
         started = time.perf_counter()
@@ -178,28 +214,41 @@ class Driver:
         entry["seconds"] = round(time.perf_counter() - t0, 3)
         return entry
 
-    def _main_snapshot(self, table: str) -> int | None:
+    def _current_snapshot(self, table: str):
+        """The table's current snapshot (Iceberg's Java API: no Spark job), None if none yet."""
         try:
-            rows = self.spark.sql(f"SELECT snapshot_id FROM {table}.refs WHERE name = 'main'").collect()
+            jvm = self.spark.sparkContext._jvm
+            tbl = jvm.org.apache.iceberg.spark.Spark3Util.loadIcebergTable(self.spark._jsparkSession, table)
+            tbl.refresh()
+            return tbl.currentSnapshot()
         except Exception:  # noqa: BLE001 - not there yet (CTAS), or not an Iceberg table
             return None
-        return rows[0][0] if rows else None
+
+    def _main_snapshot(self, table: str) -> int | None:
+        snap = self._current_snapshot(table)
+        return snap.snapshotId() if snap is not None else None
 
     def _snapshot_report(self, kind: str, table: str, before: int | None) -> dict:
-        after = self._main_snapshot(table)
+        snap = self._current_snapshot(table)
+        after = snap.snapshotId() if snap is not None else None
         out: dict = {"table": table, "kind": kind}
         if after is None or after == before:
             out.update(snapshot_id=after, rows=0, rows_exact=True)
             return out
-        row = self.spark.sql(f"SELECT operation, summary FROM {table}.snapshots "
-                             f"WHERE snapshot_id = {int(after)}").collect()
-        operation, summary = (row[0][0], dict(row[0][1] or {})) if row else (None, {})
+        summary = {str(k): str(v) for k, v in dict(snap.summary()).items()}
         rows, exact = rows_from_summary(kind, summary)
-        out.update(snapshot_id=after, operation=operation, summary=summary, rows=rows, rows_exact=exact)
+        out.update(snapshot_id=after, operation=snap.operation(), summary=summary, rows=rows, rows_exact=exact)
         return out
 
     def stop(self) -> None:
         self.spark.stop()
+
+
+def _field(obj, cls, name: str):
+    """A private Java field's value (reflection through py4j)."""
+    field = cls.getDeclaredField(name)
+    field.setAccessible(True)
+    return field.get(obj)
 
 
 def _is_command(df) -> bool:
