@@ -29,15 +29,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-from importlib import metadata
 from pathlib import Path
 
+from puffin.errors import NotSupportedError
+from puffin.spark import conf as _puffin_conf
+from puffin.storage import S3Config, Secret
+
 INSTALL_HINT = "run scripts/install_spark_iceberg.sh"
-CACHE_DIR = Path(
-    os.environ.get("PUFFIN_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "puffin"
-)
-RUNTIME_JAR = Path(os.environ.get("PUFFIN_ICEBERG_SPARK_JAR") or CACHE_DIR / "iceberg-spark-runtime-relocated.jar")
-SQLITE_JDBC_JAR = Path(os.environ.get("PUFFIN_SQLITE_JDBC_JAR") or "/usr/share/java/sqlite-jdbc.jar")
+# One place knows where the jars are: puffin.spark.conf (PUFFIN_CACHE_DIR, PUFFIN_ICEBERG_SPARK_JAR,
+# PUFFIN_SQLITE_JDBC_JAR move them).
+CACHE_DIR = _puffin_conf.cache_dir()
+RUNTIME_JAR = _puffin_conf.runtime_jar()
+SQLITE_JDBC_JAR = _puffin_conf.sqlite_jdbc_jar()
 DEFAULT_TIMEOUT_S = 300
 
 
@@ -54,19 +57,7 @@ def _java() -> str | None:
 
 def spark_available() -> str | None:
     """None when local Spark + Iceberg can run here, else why not (a pytest skip reason)."""
-    if _java() is None:
-        return f"no java on PATH or in JAVA_HOME ({INSTALL_HINT})"
-    try:
-        spark_version = metadata.version("pyspark")
-    except metadata.PackageNotFoundError:
-        return f"pyspark is not installed in {sys.prefix} ({INSTALL_HINT})"
-    if not spark_version.startswith("3.5."):
-        return f"pyspark {spark_version} is installed; the Iceberg 1.10 jars need pyspark 3.5.x ({INSTALL_HINT})"
-    if not RUNTIME_JAR.is_file():
-        return f"relocated Iceberg runtime jar {RUNTIME_JAR} is missing ({INSTALL_HINT})"
-    if not SQLITE_JDBC_JAR.is_file():
-        return f"SQLite JDBC driver {SQLITE_JDBC_JAR} is missing (apt-get install libxerial-sqlite-jdbc-java)"
-    return None
+    return _puffin_conf.local_spark_missing()
 
 
 def jdbc_uri(catalog_uri: str) -> str:
@@ -77,13 +68,12 @@ def jdbc_uri(catalog_uri: str) -> str:
     """
     if catalog_uri.startswith("jdbc:sqlite:"):
         return catalog_uri
-    prefix = "sqlite:///"
-    if not catalog_uri.startswith(prefix):
+    if not catalog_uri.startswith("sqlite:///"):
         raise ValueError(f"expected a file-backed SQLite URI (sqlite:///path), got {catalog_uri!r}")
-    path = catalog_uri[len(prefix) :]
-    if not path or path == ":memory:":
-        raise ValueError("Spark runs in another process: an in-memory SQLite catalog cannot be shared")
-    return "jdbc:sqlite:" + os.path.abspath(path)
+    try:
+        return _puffin_conf.catalog_conf("c", {"type": "sql", "uri": catalog_uri}, S3Config())["spark.sql.catalog.c.uri"]
+    except NotSupportedError as e:  # an in-memory database
+        raise ValueError(str(e)) from None
 
 
 def spark_conf(
@@ -97,9 +87,19 @@ def spark_conf(
     s3_region: str = "us-east-1",
     extra_jars: list[str] | None = None,
 ) -> dict[str, str]:
-    """The Spark configuration run_spark_sql uses (handy for debugging with pyspark directly)."""
-    cat = f"spark.sql.catalog.{catalog_name}"
+    """The Spark configuration run_spark_sql uses (handy for debugging with pyspark directly).
+
+    The catalog entries are puffin.spark.conf's (the ones Puffin's own Spark route uses).
+    """
     classpath = os.pathsep.join([str(RUNTIME_JAR), str(SQLITE_JDBC_JAR), *(extra_jars or [])])
+    props = {"type": "sql", "uri": jdbc_uri(catalog_uri), "warehouse": warehouse}
+    s3 = S3Config()
+    if s3_endpoint is not None:
+        # Iceberg's S3FileIO; it needs the AWS SDK v2 (iceberg-aws-bundle) on the class path,
+        # which the PyPI runtime jar does not include -- see README.md.
+        props["io-impl"] = "org.apache.iceberg.aws.s3.S3FileIO"
+        s3 = S3Config(endpoint_url=s3_endpoint, region=s3_region,
+                      access_key_id=Secret(s3_access_key or ""), secret_access_key=Secret(s3_secret_key or ""))
     conf = {
         "spark.master": "local[1]",
         "spark.app.name": "puffin-iceberg-writer",
@@ -116,27 +116,10 @@ def spark_conf(
         # SQLite driver that Iceberg's JdbcCatalog asks it for.
         "spark.driver.extraClassPath": classpath,
         "spark.executor.extraClassPath": classpath,
-        "spark.sql.extensions": "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions",
+        "spark.sql.extensions": _puffin_conf.EXTENSIONS,
         "spark.sql.defaultCatalog": catalog_name,
-        cat: "org.apache.iceberg.spark.SparkCatalog",
-        f"{cat}.catalog-impl": "org.apache.iceberg.jdbc.JdbcCatalog",
-        f"{cat}.uri": jdbc_uri(catalog_uri),
-        f"{cat}.jdbc.schema-version": "V1",  # the schema pyiceberg's SqlCatalog creates and reads
-        f"{cat}.warehouse": warehouse,
     }
-    if s3_endpoint is not None:
-        # Iceberg's S3FileIO; it needs the AWS SDK v2 (iceberg-aws-bundle) on the class path,
-        # which the PyPI runtime jar does not include -- see README.md.
-        conf.update(
-            {
-                f"{cat}.io-impl": "org.apache.iceberg.aws.s3.S3FileIO",
-                f"{cat}.s3.endpoint": s3_endpoint,
-                f"{cat}.s3.path-style-access": "true",
-                f"{cat}.s3.access-key-id": s3_access_key or "",
-                f"{cat}.s3.secret-access-key": s3_secret_key or "",
-                f"{cat}.client.region": s3_region,
-            }
-        )
+    conf.update(_puffin_conf.catalog_conf(catalog_name, props, s3))
     return conf
 
 

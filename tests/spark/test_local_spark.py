@@ -16,6 +16,7 @@ import sys
 import textwrap
 import time
 from decimal import Decimal
+from pathlib import Path
 
 import psutil
 import pyarrow as pa
@@ -30,6 +31,7 @@ from puffin.spark.settings import SparkSettings
 from puffin.storage import S3Config, Secret
 from tests.spark.conftest import SETTINGS, skip_without_spark
 
+ROOT = Path(__file__).resolve().parents[2]
 MOR = ("TBLPROPERTIES ('format-version'='2', 'write.delete.mode'='merge-on-read', "
        "'write.update.mode'='merge-on-read', 'write.merge.mode'='merge-on-read')")
 
@@ -223,10 +225,9 @@ def test_spark_dies_with_its_parent(lake, tmp_path):
     """No JVM outlives a Python process that is killed outright (no close, no atexit)."""
     script = textwrap.dedent(f"""
         import json, os, signal, sys
-        sys.path.insert(0, {os.getcwd()!r})
+        sys.path.insert(0, {str(ROOT)!r})
         from puffin.spark.client import SparkJob, make_client
-        from puffin.spark.local import LOCAL_JAVA_OPTIONS
-from puffin.spark.settings import SparkSettings
+        from puffin.spark.settings import SparkSettings
         from puffin.storage import S3Config
         client = make_client(SparkSettings.resolve({{"master": "local[1]", "driver_memory": "512m"}}),
                              json.loads({json.dumps(json.dumps(lake.catalogs))}), S3Config())
