@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from puffin.errors import PuffinError
+from puffin.progress import Tracker
 
 INLINE_POLL_S = 0.1  # a query run in-process is watched this often for Ctrl-C and its timeout
 INTERRUPT_SETTLE_S = 10.0  # the longest wait for an interrupted in-process query to stop
@@ -28,7 +29,7 @@ def runs_inline(planned) -> bool:
     return len(stages) == 1 and stages[0].tasks == 1
 
 
-def run_inline(planned, timeout: float | None = None) -> tuple[pa.Table, list]:
+def run_inline(planned, timeout: float | None = None, progress=None) -> tuple[pa.Table, list]:
     """The plan's one fragment, run in this process (the same pure ``run_fragment``).
 
     DuckDB runs it on a thread of its own while the caller waits in short slices, so Ctrl-C
@@ -66,9 +67,11 @@ def run_inline(planned, timeout: float | None = None) -> tuple[pa.Table, list]:
         raise PuffinError(f"timeout must be a positive number of seconds, not {timeout!r}")
     deadline = None if timeout is None else time.monotonic() + timeout
     worker = threading.Thread(target=work, name="puffin-inline", daemon=True)
+    tracker = Tracker(progress, planned.plan.stages)
     worker.start()
     try:
         while worker.is_alive():
+            tracker.tick()
             worker.join(INLINE_POLL_S if deadline is None else max(0.0, min(INLINE_POLL_S, deadline - time.monotonic())))
             if deadline is not None and worker.is_alive() and time.monotonic() >= deadline:
                 interrupt()
@@ -83,6 +86,8 @@ def run_inline(planned, timeout: float | None = None) -> tuple[pa.Table, list]:
         raise ExecutionError(f"stage {frag.stage_id} task {frag.task} failed: {error_text(e)}",
                              frag.stage_id) from None
     parts, metrics = box["value"]
+    tracker.finished([metrics])
+    tracker.tick(final=True)
     return parts[0], [metrics]
 
 

@@ -29,6 +29,7 @@ import ray.exceptions
 from puffin.errors import ExecutionError, PuffinError, QueryCancelled, TransientError
 from puffin.operators.fragment import Fragment, Metrics, error_text, run_fragment
 from puffin.planner.physical import Stage
+from puffin.progress import Tracker
 
 MAX_RETRIES = 3
 KILL_ONCE_ENV = "PUFFIN_TEST_KILL_WORKER_ONCE"  # "<marker path>:<stage id>" (fault-injection tests)
@@ -168,7 +169,7 @@ class Executor:
             self._tables[source_id] = ray.put(table)
 
     def run(self, stages: list[Stage], fragments: dict[int, list[Fragment]], analyze: bool = False,
-            timeout: float | None = None, offload=None):
+            timeout: float | None = None, offload=None, progress=None):
         """Run the stages' fragments; return the final table and (``analyze``) every task's metrics.
 
         The driver waits in short slices, so a failed task, ``timeout`` seconds passing (counted
@@ -186,6 +187,8 @@ class Executor:
         are submitted once their inputs exist and receive them as they would a task's outputs.
         Stages not waiting on Lambda are submitted at once, as always. A fragment Lambda cannot
         run (``LambdaUnavailable``) runs as its Ray task instead.
+
+        ``progress`` (a callback) gets a ``puffin.progress.Progress`` each time the driver wakes.
         """
         if timeout is not None and timeout <= 0:
             raise PuffinError(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -195,6 +198,7 @@ class Executor:
         direct: list[Metrics] = []  # metrics of the fragments Lambda ran
         tasks: list[list[ray.ObjectRef]] = []  # every task's return objects, to cancel and drain
         invocations: dict[Future, tuple[Stage, int, Fragment]] = {}
+        tracker = Tracker(progress, stages)
 
         def submit(stage: Stage, i: int, frag: Fragment) -> list[ray.ObjectRef]:
             args: list[Any] = [self._tables[r.source_id] for r in frag.scans if r.kind == "arrow"]
@@ -231,6 +235,7 @@ class Executor:
                 pending = waiting
                 if not invocations:
                     break
+                tracker.tick()
                 for fut in _await_invocations(invocations, deadline):
                     stage, i, frag = invocations.pop(fut)
                     try:
@@ -248,9 +253,11 @@ class Executor:
                     else:
                         outputs[stage.id][i] = [ray.put(p) for p in parts]
                         direct.append(m)
-            metrics = direct + _await(metric_refs, deadline)
+                        tracker.finished([m])
+            metrics = direct + _await(metric_refs, deadline, tracker)
             last = outputs[stages[-1].id]  # one task, or a write's tasks (each says what it wrote)
             result = ray.get(last[0][0]) if len(last) == 1 else pa.concat_tables(ray.get([o[0] for o in last]))
+            tracker.tick(final=True)
         except _TimedOut:
             _abandon(tasks, force=True)
             raise QueryCancelled(f"the query ran past its timeout of {timeout:g} s and was cancelled") from None
@@ -290,7 +297,7 @@ class _TimedOut(Exception):
     pass
 
 
-def _await(metric_refs: list[ray.ObjectRef], deadline: float | None) -> list[Metrics]:
+def _await(metric_refs: list[ray.ObjectRef], deadline: float | None, tracker: Tracker) -> list[Metrics]:
     """Every task's metrics, i.e. wait for every task to finish, waking every ``POLL_S``.
 
     A task's metrics object is tiny and ready exactly when the task is done, so fetching each
@@ -307,7 +314,10 @@ def _await(metric_refs: list[ray.ObjectRef], deadline: float | None) -> list[Met
                 raise _TimedOut
         ready, pending = ray.wait(pending, num_returns=len(pending), timeout=wait)
         if ready:
-            done.extend(ray.get(ready))
+            got = ray.get(ready)
+            done.extend(got)
+            tracker.finished(got)
+        tracker.tick()
     return done
 
 

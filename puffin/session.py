@@ -25,6 +25,8 @@ from puffin.planner import Binder, QueryPlan, Settings, plan_query
 from puffin.planner.explain import explain
 from puffin.planner.fragments import make_fragments
 from puffin.planner.parse import retry_deep, split_explain
+from puffin.progress import Bar
+from puffin.progress import callback as progress_callback
 from puffin.result import Result
 from puffin.storage import S3Config, storage_error
 from puffin.writes.statement import is_write
@@ -186,7 +188,7 @@ class Connection:
         return planned
 
     def sql(self, query: str, dialect: str = "duckdb", timeout: float | None = None, cache: bool = True,
-            engine: str = "puffin") -> Result:
+            engine: str = "puffin", progress=None) -> Result:
         """Run ``query``. Past ``timeout`` seconds its tasks are cancelled and ``QueryCancelled``
         is raised; on KeyboardInterrupt they are cancelled and the interrupt goes on up.
 
@@ -203,7 +205,19 @@ class Connection:
 
         Write statements (COPY ... TO, CREATE TABLE, INSERT, MERGE, UPDATE, DELETE) run through
         ``puffin.writes`` and return the rows written. ``engine="spark"`` runs the whole query on
-        Spark SQL (``connect(spark=...)``) and brings its rows back as Arrow."""
+        Spark SQL (``connect(spark=...)``) and brings its rows back as Arrow.
+
+        ``progress``: a bar on stderr for queries over a second (stages and tasks done, rows and
+        bytes scanned); True, False, a callable taking ``puffin.progress.Progress``, or None
+        (shown when stderr is a terminal or in a notebook; ``PUFFIN_PROGRESS`` overrides)."""
+        report = progress_callback(progress)
+        try:
+            return self._sql(query, dialect, timeout, cache, engine, report)
+        finally:
+            if isinstance(report, Bar):
+                report.close()
+
+    def _sql(self, query: str, dialect: str, timeout: float | None, cache: bool, engine: str, report) -> Result:
         text, mode = split_explain(query)
         if engine not in ("puffin", "spark"):
             raise PuffinError(f"unknown engine {engine!r}; engines: puffin, spark")
@@ -216,7 +230,7 @@ class Connection:
             with self._journal.entry(query) as entry:
                 from puffin.writes import run_write
 
-                return run_write(self, text, dialect, mode, timeout, entry)
+                return run_write(self, text, dialect, mode, timeout, entry, report)
         with self._journal.entry(query) as entry:
             local = not self._remote()
             before_ray = local and not self._ray_running()
@@ -235,7 +249,8 @@ class Connection:
             if hit is not None:  # the same query over the same versions of its inputs
                 entry.update(cache=uri, rows=hit.num_rows, fragments={"ray": 0, "lambda": 0, "inline": 0})
                 return Result(hit)
-            result = self._execute(planned, text, dialect, mode, timeout, local, before_ray, cpus, entry)
+            result = self._execute(planned, text, dialect, mode, timeout, local, before_ray, cpus, entry,
+                                   progress=report)
             if mode is None:
                 entry["rows"] = result.arrow().num_rows
                 entry["cache"] = self._journal.store(key, result.arrow())
@@ -251,7 +266,8 @@ class Connection:
         return runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count()
 
     def _execute(self, planned: _Planned, text: str, dialect: str, mode: str | None, timeout: float | None,
-                 local: bool, before_ray: bool, cpus: int, entry: dict, shape=None, gather: bool = True) -> Result:
+                 local: bool, before_ray: bool, cpus: int, entry: dict, shape=None, gather: bool = True,
+                 progress=None) -> Result:
         """Run a planned query: in this thread (one task), on Lambda, or on Ray. ``shape`` (a
         write's) turns each plan made for it into the one that runs: its last stage writes, and
         nothing of it goes to Lambda; ``gather`` is how it was planned."""
@@ -263,7 +279,7 @@ class Connection:
             offload = None if writing else self._offload(planned, cpus if before_ray else None)
             if offload is None or not offload.active:
                 entry["fragments"] = {"ray": 0, "lambda": 0, "inline": 1}
-                table, metrics = run_inline(planned, timeout)
+                table, metrics = run_inline(planned, timeout, progress)
                 return self._finish(planned.plan, table, metrics, mode, inline="ran in this process (one task)")
             if timeout is None:  # the one fragment goes to Lambda from here, no Ray
                 table, metrics = run_inline_on_lambda(planned, offload)
@@ -287,7 +303,8 @@ class Connection:
         offload = None if writing else self._offload(planned, None)
         active = offload if offload is not None and offload.active else None
         entry["fragments"] = {"ray": tasks, "lambda": 0, "inline": 0}
-        table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze", timeout=timeout, offload=active)
+        table, metrics = executor.run(qp.stages, frags, analyze=mode == "analyze", timeout=timeout, offload=active,
+                                      progress=progress)
         return self._finish(qp, table, metrics, mode, offload=offload)
 
     def history(self, last: int | None = None, since: Any = None) -> Result:
@@ -470,8 +487,8 @@ def default_connection() -> Connection:
     return _default
 
 
-def sql(query: str, dialect: str = "duckdb", timeout: float | None = None) -> Result:
-    return default_connection().sql(query, dialect, timeout)
+def sql(query: str, dialect: str = "duckdb", timeout: float | None = None, progress=None) -> Result:
+    return default_connection().sql(query, dialect, timeout, progress=progress)
 
 
 def history(last: int | None = None, since: Any = None) -> Result:

@@ -21,7 +21,8 @@ from contextlib import contextmanager
 
 import click
 
-from puffin.cli import output, progress, quiet, statements
+from puffin import progress
+from puffin.cli import output, quiet, statements
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 DEMO_ENV = "PUFFIN_DEMO_DIR"
@@ -53,7 +54,7 @@ CONNECTION_OPTIONS = [
                  help="Cancel a query running longer than this (runs it on Ray)."),
     click.option("--dialect", default=None, metavar="NAME", help="SQL dialect (any of sqlglot's; default duckdb)."),
     click.option("--progress/--no-progress", "show_progress", default=None,
-                 help="Show a spinner with the elapsed time for queries over ~1 s "
+                 help="Show progress (stages, tasks, rows and bytes scanned, time) for queries over ~1 s "
                       "(default: when stderr is a terminal; $PUFFIN_PROGRESS=1/0).") ,
     click.option("--max-rows", type=click.IntRange(min=1), default=None,
                  help="Rows a table shows (default 40; the rest are counted)."),
@@ -147,9 +148,9 @@ class Runner:
     def __call__(self, sql: str):
         """Run one statement: (Result, seconds); Ctrl-C cancels it (KeyboardInterrupt: the library
         interrupts a query running in-process, and cancels one on Ray)."""
-        with progress.Spinner(*self.progress) as spinner:
-            result = self.con.sql(sql, dialect=self.dialect, timeout=self.timeout)
-        return result, spinner.elapsed
+        with progress.Bar(*self.progress) as bar:
+            result = self.con.sql(sql, dialect=self.dialect, timeout=self.timeout, progress=bar)
+        return result, bar.elapsed
 
 
 def _prestart(opts: dict) -> bool | None:

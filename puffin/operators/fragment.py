@@ -51,6 +51,8 @@ class Metrics:
     bytes_out: int = 0
     seconds: float = 0.0
     pid: int = 0
+    rows_scanned: int = 0  # of rows_in / bytes_in, what the scans read (not exchange inputs)
+    bytes_scanned: int = 0
 
 
 _DB: duckdb.DuckDBPyConnection | None = None
@@ -104,13 +106,14 @@ def run_fragment(
             native = native_sql(read) if read.native else None
             if native is not None:  # DuckDB reads local files itself: filters reach row groups
                 cur.execute(f"CREATE OR REPLACE TEMP VIEW {ident(read.name)} AS {native}")
-                metrics.rows_in += sum(u.rows for u in read.units)
-                metrics.bytes_in += sum(u.bytes for u in read.units)
+                metrics.rows_scanned += sum(u.rows for u in read.units)
+                metrics.bytes_scanned += sum(u.bytes for u in read.units)
                 continue
             t = read_scan(read, (tables or {}).get(read.source_id))
-            metrics.rows_in += t.num_rows
-            metrics.bytes_in += t.nbytes
+            metrics.rows_scanned += t.num_rows
+            metrics.bytes_scanned += t.nbytes
             cur.register(read.name, t)
+        metrics.rows_in, metrics.bytes_in = metrics.rows_scanned, metrics.bytes_scanned
         for name in fragment.inputs:
             pieces = inputs.get(name, [])
             t = pa.concat_tables(pieces, promote_options="default") if len(pieces) > 1 else pieces[0]

@@ -24,7 +24,8 @@ from puffin.result import Result
 from puffin.writes.statement import FileWrite, SparkWrite, TableWrite, classify
 
 
-def run_write(con, text: str, dialect: str, mode: str | None, timeout: float | None, entry: dict) -> Result:
+def run_write(con, text: str, dialect: str, mode: str | None, timeout: float | None, entry: dict,
+              progress=None) -> Result:
     if mode == "analyze":
         raise NotSupportedError("EXPLAIN ANALYZE of a write statement (EXPLAIN shows its plan; run it to write)")
     write = classify(retry_deep(lambda: parse_statement(text, dialect)))
@@ -39,10 +40,11 @@ def run_write(con, text: str, dialect: str, mode: str | None, timeout: float | N
         if mode == "explain":
             return _explain_text(f"CREATE TABLE {write.table.sql('duckdb')} (pyiceberg, no data)")
         return _done(tables.create(write, con._catalogs), entry)
-    return _write_rows(con, write, mode, timeout, entry)
+    return _write_rows(con, write, mode, timeout, entry, progress)
 
 
-def _write_rows(con, write: FileWrite | TableWrite, mode: str | None, timeout: float | None, entry: dict) -> Result:
+def _write_rows(con, write: FileWrite | TableWrite, mode: str | None, timeout: float | None, entry: dict,
+                progress=None) -> Result:
     """Plan the query, prepare the target, let the last stage's tasks write, then publish."""
     from puffin.planner.explain import explain
 
@@ -89,7 +91,7 @@ def _write_rows(con, write: FileWrite | TableWrite, mode: str | None, timeout: f
 
     try:
         written = con._execute(planned, query, "duckdb", None, timeout, local, before_ray, cpus, entry,
-                               shape=shape, gather=gather).arrow()
+                               shape=shape, gather=gather, progress=progress).arrow()
     except BaseException:
         target.abort()
         raise
