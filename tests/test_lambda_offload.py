@@ -27,7 +27,7 @@ from puffin.errors import PuffinError
 from puffin.lambda_bridge.offload import LambdaFallbackWarning
 from puffin.testing import assert_same_result, has_order_by
 from tests.conftest import tpch_query
-from tests.lambda_bridge.conftest import FUNCTION_TIMEOUT_S, big, events, local_lambda, s3_options  # noqa: F401
+from tests.lambda_bridge.conftest import FUNCTION_TIMEOUT_S, big, events, faults, local_lambda, s3_options  # noqa: F401
 
 AGG = "SELECT grp, count(*) AS n, sum(v) AS s FROM events GROUP BY grp ORDER BY grp"
 DISTRIBUTED = {"broadcast_bytes": 0, "replicate_bytes": 0}  # scans, shuffles and joins: many stages
@@ -50,14 +50,6 @@ def offload_lines(text: str) -> list[tuple[int, int, int]]:
 
 def counter(text: str, name: str) -> int:
     return sum(int(v) for v in re.findall(rf"\b{name}=(\d+)", text))
-
-
-@pytest.fixture
-def faults(local_lambda):
-    yield lambda **kw: local_lambda.control("faults", {"function": "puffin-engine", **kw})
-    local_lambda.control("faults", {"function": "puffin-engine", "throttle": 0, "deny": 0, "timeout": 0, "crash": 0,
-                                    "error": 0})
-    local_lambda.control("config", {"function": "puffin-engine", "timeout": FUNCTION_TIMEOUT_S, "concurrency": None})
 
 
 @pytest.fixture(scope="module")
@@ -139,21 +131,29 @@ def test_default_is_todays_behaviour_without_the_bridge():
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
 
 
-def test_second_run_hits_the_warm_partition_cache(ev, local_lambda):
-    # the local service hands each invocation to any idle warm instance of the function: after a
-    # few runs every instance that serves them holds both files
-    for _ in range(3):
-        ev.sql("EXPLAIN ANALYZE " + AGG)
-    text = ev.sql("EXPLAIN ANALYZE " + AGG).render()
-    assert counter(text, "hits") >= 1 and counter(text, "warm") >= 1, text
+def test_second_run_hits_the_warm_partition_cache(local_ray, s3_server, s3_bucket, local_lambda, events, expected):
+    # Lambda (and the local service) hands an invocation to any idle warm instance of a function:
+    # one at a time, the same most recently used instance serves both fragments, so the second
+    # run finds both files in its cache (with several at once, which instance holds which file
+    # would be up to chance)
+    c = connect(s3_server, local_lambda, s3_bucket, max_concurrency=1)
+    c.register("events", events)
+    first = c.sql("EXPLAIN ANALYZE " + AGG).render()
+    assert_same_result(c.sql(AGG).arrow(), expected, ordered=True)
+    text = c.sql("EXPLAIN ANALYZE " + AGG).render()
+    assert counter(first, "hits") + counter(first, "misses") == 2, first
+    assert counter(text, "hits") == 2 and counter(text, "misses") == 0 and counter(text, "warm") == 2, text
     assert re.search(r"hit=\d+\.\dKB", text), text
+    c.close()
 
 
-@pytest.mark.parametrize("fault, reason", [("throttle", "throttled"), ("timeout", "timeout"), ("crash", "crashed")])
+@pytest.mark.parametrize("fault, reason", [("throttle", "throttled"), ("transient", "transient"),
+                                           ("timeout", "timeout"), ("crash", "crashed")])
 def test_injected_failures_fall_back_to_ray(ev, expected, faults, local_lambda, fault, reason):
     if fault == "timeout":
         local_lambda.control("config", {"function": "puffin-engine", "timeout": 1.0})
-    n = 4 if fault == "throttle" else 1  # botocore retries a 429 once (max_attempts=2): 2 fragments x 2
+    retried = fault in ("throttle", "transient")
+    n = 6 if retried else 1  # a 429 or a transient error is invoked 3 times (max_attempts): 2 fragments x 3
     faults(**{fault: n})
     with warnings.catch_warnings():
         warnings.simplefilter("error", LambdaFallbackWarning)  # transient: no warning
@@ -163,6 +163,18 @@ def test_injected_failures_fall_back_to_ray(ev, expected, faults, local_lambda, 
     assert "fallback to Ray: task" in text and f": {reason}: " in text, text
     (on_lambda, total, on_ray), = offload_lines(text)
     assert on_ray >= 1 and on_lambda + on_ray == total, text
+    if retried:  # every fragment met the fault 3 times: 2 retries each, counted, then Ray
+        assert (on_lambda, on_ray) == (0, 2) and f"retries=4 ({reason}=4) fallbacks=2" in text, text
+        assert text.count("[3 attempts]") == 2, text
+
+
+def test_throttles_are_retried_on_lambda_before_any_fallback(ev, expected, faults):
+    faults(throttle=2)  # at most 2 of one fragment's 3 attempts: every fragment answers on Lambda
+    text = ev.sql("EXPLAIN ANALYZE " + AGG).render()
+    assert offload_lines(text) == [(2, 2, 0)] and "fallback to Ray" not in text, text
+    assert re.search(r"retries=2 \(throttled=2, backoff \d+ms\) fallbacks=0", text), text
+    faults(service=1, transient=1)
+    assert_same_result(ev.sql(AGG).arrow(), expected, ordered=True)
 
 
 def test_a_missing_function_warns_once_and_runs_on_ray(local_ray, s3_server, s3_bucket, local_lambda, events,
@@ -193,6 +205,36 @@ def test_a_missing_function_with_always_names_the_setting(local_ray, s3_server, 
     one.register("events", events)
     with pytest.raises(PuffinError, match="lambda setting 'function'"):
         one.sql(AGG)
+
+
+@pytest.mark.parametrize("bad, reason, setting", [("deny", "access_denied", "function"),
+                                                   ("region", "wrong_region", "region")])
+def test_a_denied_invoke_or_a_wrong_region_warns_once_and_runs_on_ray(local_ray, s3_server, s3_bucket, local_lambda,
+                                                                     events, expected, faults, bad, reason, setting):
+    extra = {"region": "eu-west-1"} if bad == "region" else {}  # the service is us-east-1's endpoint
+
+    def arm():
+        if bad == "deny":
+            faults(deny=2)
+
+    c = connect(s3_server, local_lambda, s3_bucket, offload="auto", auto_factor=0.01, **extra)
+    c.register("events", events)
+    arm()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert_same_result(c.sql(AGG).arrow(), expected, ordered=True)
+    mine = [str(w.message) for w in caught if issubclass(w.category, LambdaFallbackWarning)]
+    assert len(mine) == 1 and "function puffin-engine" in mine[0] and f"lambda setting '{setting}'" in mine[0], mine
+    arm()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text = c.sql("EXPLAIN ANALYZE " + AGG).render()
+    assert offload_lines(text) == [(0, 2, 2)] and f"fallback to Ray: task 0: {reason}: " in text, text
+    always = connect(s3_server, local_lambda, s3_bucket, **extra)
+    always.register("events", events)
+    arm()
+    with pytest.raises(PuffinError, match=rf"lambda setting '{setting}' with offload='always': function puffin-engine"):
+        always.sql(AGG)
 
 
 def test_one_task_plans_go_to_lambda_from_this_process(local_ray, s3_server, s3_bucket, local_lambda, events,

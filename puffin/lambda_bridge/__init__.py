@@ -6,6 +6,10 @@
 - ``offloadable`` / ``auto_offload`` / ``HashRing`` (``.routing``): what may go, when, and where.
 - ``decide`` / ``QueryOffload`` (``.offload``): one query's offload decision per stage, its
   invocations, fallbacks and EXPLAIN ANALYZE lines (used by ``puffin.runtime`` and the session).
+- ``RetryPolicy`` (``.retry``): what is invoked again (429, 5xx, transient function errors),
+  how often and after what jittered backoff; botocore's own retries are off.
+- ``CatalogPlanner`` (``.catalog``): Iceberg scans planned on the Catalog function
+  (``plan_iceberg="lambda"``), planned here when it cannot.
 - ``python -m puffin.lambda_bridge.local``: a local Invoke API service (``.service``, ``.worker``);
   ``python -m puffin.lambda_bridge.deploy``: the CloudFormation stack.
 

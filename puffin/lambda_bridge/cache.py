@@ -6,7 +6,13 @@ by the invoker's consistent hashing, read the local copy natively with DuckDB (a
 local Parquet everywhere). Only Parquet is cached: CSV and JSON keep pyarrow's parsing. An entry is keyed
 by the object's path and its ETag (size and modification time where a store gives no ETag), and
 every use checks that key with a HEAD first, so a rewritten object is a miss, never a stale read.
-Iceberg reads pass through unchanged.
+
+Iceberg data and delete files are cached too, keyed by their path alone: Iceberg never rewrites a
+file in place (a snapshot + file names immutable bytes), so no HEAD is needed. Their reads keep
+going through pyiceberg (field ids, delete files): the read's FileIO becomes ``CachedFileIO``,
+(``iceberg_io``), which opens the local copies of the files it was given and the table's own
+FileIO for the rest,
+and the files keep their S3 paths (position deletes name them).
 
 Settings (environment): ``PUFFIN_LAMBDA_CACHE_BYTES`` (budget, default 512 MiB; 0 disables),
 ``PUFFIN_LAMBDA_CACHE_DIR`` (default ``/tmp/puffin-cache``), ``PUFFIN_LAMBDA_CACHE_MAX_FILE``
@@ -79,6 +85,8 @@ class FileCache:
         return dataclasses.replace(fragment, scans=scans)
 
     def _localize_read(self, read, pinned: set):
+        if read.kind == "iceberg":
+            return self._localize_iceberg(read, pinned)
         if read.storage is None or not read.units:
             return read
         if read.kind != "parquet":  # CSV/JSON parse differently natively than through pyarrow: not cached
@@ -98,11 +106,37 @@ class FileCache:
         for p in paths:
             tag, size = versions[p]
             pinned.add((p, tag))
-            local[p] = self._get(fs, p, tag, size, pinned)
+            local[p] = self._get(fs.open_input_stream, p, tag, size, pinned)
         units = tuple(dataclasses.replace(u, path=local[u.path]) for u in read.units)
         return dataclasses.replace(read, units=units, storage=None)
 
-    def _get(self, fs, path: str, tag: str, size: int, pinned: set) -> str:
+    def _localize_iceberg(self, read, pinned: set):
+        extra = read.extra
+        if extra is None or not read.units or any(u.task is None for u in read.units):
+            return read
+        files: dict[str, int] = {}
+        for u in read.units:
+            for f in (u.task.file, *u.task.delete_files):
+                files[f.file_path] = f.file_size_in_bytes
+        remote = {p: size for p, size in files.items() if p.startswith(("s3://", "s3a://"))}
+        if not remote:
+            return read
+        if max(remote.values()) > self.max_file or sum(remote.values()) > self.budget // 2:
+            self.stats.bypassed += len(remote)
+            return read
+        from pyiceberg.io import load_file_io
+
+        io = load_file_io(extra.io_properties, extra.metadata.location)
+        local = {}
+        for p, size in remote.items():
+            pinned.add((p, ICEBERG_TAG))
+            local[p] = self._get(lambda path: io.new_input(path).open(seekable=False), p, ICEBERG_TAG, size, pinned)
+        from puffin.lambda_bridge.iceberg_io import properties
+
+        props = properties(extra.io_properties, local, extra.metadata.location)
+        return dataclasses.replace(read, extra=dataclasses.replace(extra, io_properties=props))
+
+    def _get(self, open_stream, path: str, tag: str, size: int, pinned: set) -> str:
         key = (path, tag)
         entry = self._entries.get(key)
         if entry is not None and os.path.exists(entry.local):
@@ -117,7 +151,7 @@ class FileCache:
         digest = hashlib.sha256(f"{path}\0{tag}".encode()).hexdigest()[:24]
         target = os.path.join(self.directory, f"{digest}-{os.path.basename(path)}")
         part = target + ".part"
-        with fs.open_input_stream(path) as src, open(part, "wb") as dst:
+        with open_stream(path) as src, open(part, "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK)
         os.replace(part, target)
         self._entries[key] = _Entry(target, size)
@@ -144,6 +178,9 @@ class FileCache:
     def clear(self) -> None:
         for key in list(self._entries):
             self._drop(key)
+
+
+ICEBERG_TAG = "iceberg"  # an Iceberg file's bytes never change: its path is its version
 
 
 def _remove_dead(directory: str) -> None:

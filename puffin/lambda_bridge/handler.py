@@ -11,7 +11,9 @@ repeated invocation of the same attempt finds it and answers from it, and the dr
 A failing fragment either returns ``{"ok": false, "error": {..., "user": true}}`` (DuckDB
 rejected the data or the SQL: it would fail on Ray too) or raises (everything else), which
 Lambda reports as ``X-Amz-Function-Error: Unhandled`` and the driver answers by running the
-fragment on Ray.
+fragment on Ray. A failure of the storage under it (a broken S3 read or connection: see
+``transient``) is raised as ``FunctionTransientError``, which the driver invokes again after a
+backoff before it gives the fragment to Ray.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # on Lambda only /tmp is writabl
 
 from puffin.lambda_bridge import payload as wire
 from puffin.lambda_bridge.cache import CacheStats, FileCache
+from puffin.lambda_bridge.errors import FunctionTransientError
 from puffin.operators.fragment import database, error_text, run_fragment
 from puffin.storage import s3_filesystem
 
@@ -41,8 +44,31 @@ INSTANCE = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 CACHE = FileCache.from_env()
 MEMORY_FRACTION = 0.6  # of the function's memory for DuckDB; the rest: Python, Arrow results, IPC buffers
 _STATE = {"invocations": 0, "configured": False}
+_CATALOGS: dict[str, Any] = {}  # the Catalog function's loaded catalogs, oldest first
 _INFRA_DUCKDB_ERRORS = ("IOException", "HTTPException", "OutOfMemoryException", "InternalException",
                         "FatalException", "ConnectionException")
+_TRANSIENT_DUCKDB_ERRORS = ("IOException", "HTTPException", "ConnectionException")
+_NOT_TRANSIENT_OS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+_NOT_TRANSIENT_TEXT = ("ACCESS_DENIED", "AccessDenied", "NO_SUCH", "NoSuch", "does not exist", "Forbidden",
+                      "No files found", "No such file")
+
+
+def transient(e: BaseException) -> bool:
+    """Whether a failure says nothing about the fragment itself: an S3 read or a connection that
+    broke (worth invoking again), not a missing or forbidden object, not a wrong query."""
+    if isinstance(e, FunctionTransientError):
+        return True
+    name = type(e).__name__
+    if isinstance(e, OSError) and not isinstance(e, _NOT_TRANSIENT_OS) or name in _TRANSIENT_DUCKDB_ERRORS:
+        return not any(t in str(e) for t in _NOT_TRANSIENT_TEXT)
+    return False
+
+
+def _as_transient(e: Exception) -> Exception:
+    """``e``, or a ``FunctionTransientError`` saying it (raised from ``e``) when it is transient."""
+    if isinstance(e, FunctionTransientError) or not transient(e):
+        return e
+    return FunctionTransientError(f"{type(e).__name__}: {error_text(e)}")
 
 
 def _configure_duckdb() -> None:
@@ -114,10 +140,13 @@ def handler(event: dict, context: Any = None) -> dict:
     try:
         response = _run(req, store, key, info)
     except Exception as e:
+        marked = _as_transient(e)
         if req.get("reply") != "s3" or store is None:
-            raise
+            if marked is e:
+                raise
+            raise marked from e
         response = {"puffin": wire.VERSION, "ok": False, **info,
-                    "error": {"type": type(e).__name__, "message": error_text(e), "user": False,
+                    "error": {"type": type(marked).__name__, "message": error_text(marked), "user": False,
                               "traceback": traceback.format_exc(limit=20)}}
     response["handler_ms"] = round((time.perf_counter() - start) * 1000, 3)
     if store is not None and (req.get("reply") == "s3" or "object" in response):
@@ -175,16 +204,32 @@ def catalog_handler(event: dict, context: Any = None) -> dict:
     holding pyiceberg ``FileScanTask``s, what ``puffin.iceberg.IcebergTable.plan`` returns), or a
     pointer to them on S3 when they exceed the inline limit.
     """
+    req = wire.check_request(event, "catalog")
+    info = _begin(context)
+    start = time.perf_counter()
+    try:
+        return _plan(req, info, start)
+    except Exception as e:
+        marked = _as_transient(e)
+        if marked is e:
+            raise
+        raise marked from e
+
+
+def _plan(req: dict, info: dict, start: float) -> dict:
     from pyiceberg.expressions import AlwaysTrue
 
     from puffin.iceberg import Catalogs, IcebergRead, IcebergTable
 
-    req = wire.check_request(event, "catalog")
-    info = _begin(context)
-    start = time.perf_counter()
-    s3 = wire.s3_from_dict(req.get("s3") or {})
     name = req["catalog"]
-    cat = Catalogs({name: dict(req.get("config") or {})}, s3).catalog(name)
+    key = json.dumps([name, req.get("config") or {}, req.get("s3") or {}], sort_keys=True, default=str)
+    cat = _CATALOGS.get(key)
+    if cat is None:  # a warm instance keeps its catalogs (a SQL catalog's engine, a REST session)
+        s3 = wire.s3_from_dict(req.get("s3") or {})
+        cat = Catalogs({name: dict(req.get("config") or {})}, s3).catalog(name)
+        _CATALOGS[key] = cat
+        while len(_CATALOGS) > 8:
+            _CATALOGS.pop(next(iter(_CATALOGS)))
     namespace, _, table = req["table"].rpartition(".")
     tbl = cat.load_table((namespace, table))
     snapshot_id = req.get("snapshot_id") or tbl.metadata.current_snapshot_id

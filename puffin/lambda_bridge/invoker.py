@@ -6,8 +6,11 @@
 ``max_concurrency`` invocations are in flight (a semaphore), ``submit`` runs one on its own pool.
 Synchronous invocations use RequestResponse; ``mode="event"`` uses an Event invocation and polls
 S3 for the completion marker the handler writes. The client is boto3's, configured as the design
-asks: read timeout above the function timeout, one pooled connection per concurrent call,
-bounded retries; it finds a local service through ``endpoint_url`` or ``AWS_ENDPOINT_URL_LAMBDA``.
+asks: read timeout above the function timeout, one pooled connection per concurrent call; it
+finds a local service through ``endpoint_url`` or ``AWS_ENDPOINT_URL_LAMBDA``. Retries are the
+invoker's own, not botocore's (``puffin.lambda_bridge.retry``): throttles, service errors and
+transient function errors are invoked again after a jittered backoff, at most ``max_attempts``
+times in all, each retry waiting for a free slot of the concurrency budget like a first attempt.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ import pyarrow as pa
 
 from puffin.lambda_bridge import payload as wire
 from puffin.lambda_bridge.errors import (
+    FunctionTransientError,
     LambdaQueryError,
     LambdaUnavailable,
     from_botocore_error,
     from_client_error,
     from_function_error,
 )
+from puffin.lambda_bridge.retry import Attempts, RetryPolicy, run_with_retries
 from puffin.lambda_bridge.routing import HashRing, offloadable
 from puffin.lambda_bridge.settings import LambdaSettings
 from puffin.storage import S3Config, s3_filesystem
@@ -52,7 +57,9 @@ class InvokeInfo:
     init_ms: float | None = None  # from the log tail's REPORT line (cold starts)
     wall_ms: float = 0.0
     handler_ms: float = 0.0
-    retries: int = 0  # botocore retries (throttles, 5xx)
+    retries: int = 0  # invocations made again (throttles, service errors, transient failures)
+    retried: dict = dataclasses.field(default_factory=dict)  # reason -> retries
+    backoff_ms: float = 0.0  # waited between attempts
     via: str = "inline"  # inline | s3
     replayed: bool = False  # answered from an earlier run's completion marker
     request_bytes: int = 0
@@ -73,6 +80,7 @@ class Invoker:
         self._lock = threading.Lock()
         self._budget = threading.BoundedSemaphore(settings.max_concurrency)
         self._pool: ThreadPoolExecutor | None = None
+        self.retry = RetryPolicy.from_settings(settings)
 
     # -- client --------------------------------------------------------------------------------
     @property
@@ -92,7 +100,7 @@ class Invoker:
         s = self.settings
         config = Config(read_timeout=s.function_timeout + READ_TIMEOUT_MARGIN_S, connect_timeout=10,
                         max_pool_connections=max(10, s.max_concurrency),
-                        retries={"mode": "standard", "total_max_attempts": s.max_attempts})
+                        retries={"mode": "standard", "total_max_attempts": 1})  # retries: ours (retry.py)
         session = boto3.session.Session()
         kwargs = {}
         if session.get_credentials() is None:  # same account as the data: the S3 keys, if given
@@ -105,8 +113,9 @@ class Invoker:
         return session.client("lambda", region_name=s.region, endpoint_url=s.endpoint_url, config=config, **kwargs)
 
     # -- fragments -----------------------------------------------------------------------------
-    def submit(self, fragment, query_id: str, attempt: int = 0, mode: str | None = None) -> Future:
-        return self.call_async(self.invoke, fragment, query_id, attempt, mode)
+    def submit(self, fragment, query_id: str, attempt: int = 0, mode: str | None = None,
+               stop: threading.Event | None = None) -> Future:
+        return self.call_async(self.invoke, fragment, query_id, attempt, mode, stop)
 
     def call_async(self, fn, *args) -> Future:
         """Run ``fn(*args)`` on the invoker's pool (``max_concurrency`` threads)."""
@@ -115,8 +124,11 @@ class Invoker:
                 self._pool = ThreadPoolExecutor(self.settings.max_concurrency, thread_name_prefix="puffin-lambda")
             return self._pool.submit(fn, *args)
 
-    def invoke(self, fragment, query_id: str, attempt: int = 0, mode: str | None = None):
-        """Run ``fragment`` (a scan fragment) on its group member; ``(parts, metrics, info)``."""
+    def invoke(self, fragment, query_id: str, attempt: int = 0, mode: str | None = None,
+               stop: threading.Event | None = None):
+        """Run ``fragment`` (a scan fragment) on its group member; ``(parts, metrics, info)``.
+        Retryable failures are invoked again (same request: the handler is idempotent) until
+        the retry policy gives up; ``stop`` set (the query ended) ends a backoff early."""
         mode = mode or self.settings.mode
         name, qualifier = self.ring.route(fragment)
         label = f"{name}:{qualifier}" if qualifier else name
@@ -129,16 +141,28 @@ class Invoker:
                                       self._results())
         body = json.dumps(event).encode()
         info = InvokeInfo(name, qualifier, mode, request_bytes=len(body))
+        key = None
+        if mode == "event":
+            key = wire.result_key(wire.split_url(self.settings.results_url)[1], query_id, fragment.stage_id,
+                                  fragment.task, attempt)
+
+        def once():
+            with self._budget:
+                if mode == "event":
+                    self._call(name, qualifier, body, "Event", info, label)
+                    response = self._poll(key, label, stop)
+                else:
+                    response = self._call(name, qualifier, body, "RequestResponse", info, label)
+            return self._decode(response, fragment, label, info)
+
         start = time.perf_counter()
-        with self._budget:
-            if mode == "event":
-                self._call(name, qualifier, body, "Event", info, label)
-                key = wire.result_key(wire.split_url(self.settings.results_url)[1], query_id, fragment.stage_id,
-                                      fragment.task, attempt)
-                response = self._poll(key, label)
-            else:
-                response = self._call(name, qualifier, body, "RequestResponse", info, label)
-        parts, metrics = self._decode(response, fragment, label, info)
+        tries = Attempts()
+        try:
+            parts, metrics = run_with_retries(self.retry, once, tries, stop,
+                                              before_retry=(lambda _: self._forget(key)) if key else None)
+        finally:
+            info.retried, info.retries = dict(tries.retried), tries.retries
+            info.backoff_ms = round(tries.backoff_s * 1000, 3)
         info.wall_ms = round((time.perf_counter() - start) * 1000, 3)
         return parts, metrics, info
 
@@ -177,7 +201,6 @@ class Invoker:
             raise from_client_error(e, label) from None
         except BotoCoreError as e:
             raise from_botocore_error(e, label, self.endpoint) from None
-        info.retries = out.get("ResponseMetadata", {}).get("RetryAttempts", 0)
         if kind == "Event":
             return None
         raw = out["Payload"].read()
@@ -189,7 +212,7 @@ class Invoker:
         except ValueError:
             raise LambdaUnavailable("bad_response", label, f"not JSON: {raw[:200]!r}") from None
 
-    def _poll(self, key: str, label: str) -> dict:
+    def _poll(self, key: str, label: str, stop: threading.Event | None = None) -> dict:
         bucket, _ = wire.split_url(self.settings.results_url)
         fs = s3_filesystem(self.s3)
         deadline = time.monotonic() + self.settings.function_timeout + READ_TIMEOUT_MARGIN_S
@@ -199,6 +222,8 @@ class Invoker:
                 with fs.open_input_stream(f"{bucket}/{key}/done.json") as f:
                     return json.loads(f.read())
             except (FileNotFoundError, OSError):
+                if stop is not None and stop.is_set():
+                    raise LambdaUnavailable("cancelled", label, "the query ended while polling") from None
                 time.sleep(wait)
                 wait = min(wait * 1.5, 1.0)
         raise LambdaUnavailable("timeout", label, f"no completion marker at s3://{bucket}/{key}/done.json within "
@@ -217,7 +242,8 @@ class Invoker:
             if err.get("user"):
                 raise LambdaQueryError(f"stage {fragment.stage_id} task {fragment.task} failed: {err.get('message')}",
                                        fragment.stage_id)
-            raise LambdaUnavailable("function_error", label, f"{err.get('type')}: {err.get('message')}")
+            reason = "transient" if err.get("type") == FunctionTransientError.__name__ else "function_error"
+            raise LambdaUnavailable(reason, label, f"{err.get('type')}: {err.get('message')}")
         cache = response.get("cache", {})
         info.cache_hits, info.cache_misses = cache.get("hits", 0), cache.get("misses", 0)
         info.cache_hit_bytes, info.cache_miss_bytes = cache.get("hit_bytes", 0), cache.get("miss_bytes", 0)
@@ -241,14 +267,25 @@ class Invoker:
         view = memoryview(data)
         return [wire.read_ipc(view[a:b]) for a, b in itertools.pairwise(offsets)]
 
+    def _forget(self, key: str) -> None:
+        """Delete a failed Event attempt's completion marker, so the retry's own is the one polled."""
+        bucket, _ = wire.split_url(self.settings.results_url)
+        try:
+            s3_filesystem(self.s3).delete_file(f"{bucket}/{key}/done.json")
+        except (FileNotFoundError, OSError):
+            pass
+
     # -- catalog -------------------------------------------------------------------------------
     def plan_iceberg(self, catalog: str, config: dict, table: str, row_filter=None, snapshot_id: int | None = None,
-                     query_id: str = "catalog"):
+                     query_id: str = "catalog", stop: threading.Event | None = None):
         """Iceberg scan planning on the Catalog function: ``(units, files, info)``; ``units`` are
-        what ``puffin.iceberg.IcebergTable.plan`` returns."""
+        what ``puffin.iceberg.IcebergTable.plan`` returns. Retried as fragments are; without
+        ``forward_credentials`` the S3 keys in ``config`` stay here (the function has its role)."""
         fn = self.settings.catalog_function
         if not fn:
             raise LambdaUnavailable("not_found", "(none)", "no catalog_function is configured")
+        if not self.settings.forward_credentials:
+            config = {k: v for k, v in config.items() if k not in _CRED_KEYS}
         event = {"puffin": wire.VERSION, "kind": "catalog", "catalog": catalog, "config": config, "table": table,
                  "snapshot_id": snapshot_id, "filter": wire.pack_object(row_filter) if row_filter is not None else None,
                  "s3": wire.s3_to_dict(self.s3, self.settings.forward_credentials), "query_id": query_id,
@@ -256,12 +293,26 @@ class Invoker:
         name, _, qualifier = fn.partition(":") if not fn.startswith("arn:") else (fn, "", "")
         body = json.dumps(event).encode()
         info = InvokeInfo(name, qualifier or None, "sync", request_bytes=len(body))
-        with self._budget:
-            out = self._call(name, qualifier or None, body, "RequestResponse", info, fn)
+
+        def once():
+            with self._budget:
+                return self._call(name, qualifier or None, body, "RequestResponse", info, fn)
+
+        start = time.perf_counter()
+        tries = Attempts()
+        try:
+            out = run_with_retries(self.retry, once, tries, stop)
+        finally:
+            info.retried, info.retries = dict(tries.retried), tries.retries
+            info.backoff_ms = round(tries.backoff_s * 1000, 3)
+        if not isinstance(out, dict) or out.get("puffin") != wire.VERSION or not out.get("ok"):
+            raise LambdaUnavailable("bad_response", fn, f"not a Puffin v{wire.VERSION} catalog response")
         if "object" in out:
             with s3_filesystem(self.s3).open_input_stream(out["object"]["url"][5:]) as f:
                 out = json.loads(f.read())
         info.cold, info.instance = bool(out.get("cold")), out.get("instance", "")
+        info.handler_ms = out.get("handler_ms", 0.0)
+        info.wall_ms = round((time.perf_counter() - start) * 1000, 3)
         return wire.unpack_object(out["units"]), out["files"], info
 
     def cleanup(self, query_id: str) -> None:

@@ -10,15 +10,20 @@ pool, so consistent routing keeps caches warm); RequestResponse and Event invoca
 on AWS: 6 MB synchronous and 256 KB (``--async-limit``) asynchronous request payloads
 (413 ``RequestTooLargeException``), a 6 MB response (``Function.ResponseSizeTooLarge``), a
 timeout (the worker is killed, ``Sandbox.Timedout``), a concurrency limit answered with 429
-``TooManyRequestsException``; ``X-Amz-Function-Error: Unhandled`` with Lambda's error JSON for a
+``TooManyRequestsException``, a request signed for another region than ``--region`` answered
+403 ``InvalidSignatureException`` as a regional endpoint does; ``X-Amz-Function-Error: Unhandled`` with Lambda's error JSON for a
 raise or a crash. Cold and warm starts show in the ``LogType=Tail`` log (``Init Duration`` on
 cold starts) and in the ``X-Puffin-Cold``/``X-Puffin-Instance`` headers. Event invocations
 queue when the service is busy and are retried twice on a function error, as on AWS.
 
 Control endpoints (not AWS): ``POST /_puffin/faults`` ``{"function": f, "throttle": n,
-"deny": n, "timeout": n, "crash": n, "error": n}`` makes f's next n invocations fail that way (also from
-``PUFFIN_LOCAL_LAMBDA_FAULTS`` as ``{f: {...}}``); ``POST /_puffin/config`` ``{"function": f,
-"timeout": s, "concurrency": n}``; ``GET /_puffin/stats``; ``POST /_puffin/reset`` (all cold).
+"deny": n, "timeout": n, "crash": n, "error": n, "service": n, "transient": n}`` makes f's next n
+invocations fail that way (429, 403, a timeout, an exit, a raise, a 500 ``ServiceException``, a
+``FunctionTransientError`` raised in the handler; also from ``PUFFIN_LOCAL_LAMBDA_FAULTS`` as
+``{f: {...}}``); ``POST /_puffin/config`` ``{"function": f, "timeout": s, "concurrency": n,
+"retry_after": s}`` (``retry_after``: the ``Retry-After`` header of f's 429s);
+``GET /_puffin/stats`` (``POST`` zeroes them; ``peak_requests``: the most synchronous
+requests answered at once); ``POST /_puffin/reset`` (all cold).
 """
 
 from __future__ import annotations
@@ -79,6 +84,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, {"x-amzn-ErrorType": "UnknownOperationException"}, b'{"message": "unknown path"}')
         name, qualifier = _function_name(unquote(parts[3]), parse_qs(url.query).get("Qualifier", [None])[0])
         rid = str(uuid.uuid4())
+        signed = _signed_region(self.headers.get("Authorization", ""))
+        if signed is not None and signed != svc.region:  # as a regional AWS endpoint answers
+            return self._send(*error(403, "InvalidSignatureException",
+                                     f"Credential should be scoped to a valid region, not '{signed}'.", rid))
         fn = svc.functions.get(name)
         if fn is None:
             arn = f"arn:aws:lambda:{svc.region}:000000000000:function:{name}"
@@ -94,7 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "Event":
             svc.submit_event(fn, qualifier, body)
             return self._send(202, {"x-amzn-RequestId": rid}, b"")
-        status, headers, out = svc.invoke(fn, qualifier, body)
+        with svc.request():
+            status, headers, out = svc.invoke(fn, qualifier, body)
         if self.headers.get("X-Amz-Log-Type") != "Tail":
             headers.pop("X-Amz-Log-Result", None)
         self._send(status, headers, out)
@@ -104,6 +114,10 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/_puffin/reset":
             svc.reset()
             return self._send(200, {}, b'{"ok": true}')
+        if path == "/_puffin/stats":  # POST: zero the counters
+            with svc.lock:
+                before, svc.stats = dict(svc.stats), dict.fromkeys(svc.stats, 0)
+            return self._send(200, {}, json.dumps(before).encode())
         fn = svc.functions.get(doc.get("function", "puffin-engine"))
         if fn is None:
             return self._send(404, {}, b'{"message": "no such function"}')
@@ -115,8 +129,18 @@ class _Handler(BaseHTTPRequestHandler):
             fn.timeout = float(doc.get("timeout", fn.timeout))
             if "concurrency" in doc:
                 fn.concurrency = doc["concurrency"]
-            return self._send(200, {}, json.dumps({"timeout": fn.timeout, "concurrency": fn.concurrency}).encode())
+            if "retry_after" in doc:
+                fn.retry_after = None if doc["retry_after"] is None else float(doc["retry_after"])
+            return self._send(200, {}, json.dumps({"timeout": fn.timeout, "concurrency": fn.concurrency,
+                                                   "retry_after": fn.retry_after}).encode())
         self._send(404, {}, b'{"message": "unknown control path"}')
+
+
+def _signed_region(authorization: str) -> str | None:
+    """The region a SigV4 ``Authorization`` header is scoped to (``Credential=AKID/date/REGION/...``)."""
+    _, _, rest = authorization.partition("Credential=")
+    parts = rest.split(",")[0].split("/")
+    return parts[2] if len(parts) >= 4 else None
 
 
 def _function_name(raw: str, qualifier: str | None) -> tuple[str, str | None]:

@@ -3,9 +3,10 @@
 ``decide`` is the policy for one query (``never | auto | always``, see ``LambdaSettings``): per
 stage, which fragments go and why, as plain EXPLAIN prints it. ``QueryOffload`` is the record
 one query keeps while it runs: it invokes the chosen fragments through the connection's
-``Invoker`` (its threads, its concurrency budget), remembers each invocation's ``InvokeInfo``
-and each fallback with its reason, warns once for a configuration error (a missing function,
-a denied invoke, an unreachable endpoint), and gives EXPLAIN ANALYZE its per-stage lines. The
+``Invoker`` (its threads, its concurrency budget, its retry policy), remembers each
+invocation's ``InvokeInfo`` and each fallback with its reason and retries, warns once for a
+configuration error (a missing function, a denied invoke, an unreachable endpoint), and gives
+EXPLAIN ANALYZE its per-stage lines (starts, retries by reason, fallbacks, cache). The
 runtime (Ray) and the session's in-process path (one-task plans) both use it. Neither Ray nor
 boto3 is imported here.
 """
@@ -91,8 +92,9 @@ class QueryOffload:
         self.query_id = query_id or f"q-{uuid.uuid4().hex[:20]}"
         self.ran: dict[tuple[int, int], object] = {}  # (stage, task) -> InvokeInfo
         self.fallbacks: dict[tuple[int, int], str] = {}  # (stage, task) -> reason
+        self.fallback_retries: dict[tuple[int, int], dict[str, int]] = {}  # (stage, task) -> reason -> retries
         self.permanent: LambdaUnavailable | None = None
-        self._stopped = False
+        self._stop = threading.Event()
         self._warned = False
         self._lock = threading.Lock()
 
@@ -108,13 +110,13 @@ class QueryOffload:
     def run(self, fragment, attempt: int = 0):
         """Invoke one fragment: ``(parts, metrics)``, or ``LambdaUnavailable`` (run it on Ray)."""
         with self._lock:
-            earlier, stopped = self.permanent, self._stopped
+            earlier, stopped = self.permanent, self._stop.is_set()
         if earlier is not None:  # every fragment would meet it: do not invoke again
             raise LambdaUnavailable(earlier.reason, earlier.function, earlier.detail)
         if stopped:
             raise LambdaUnavailable("cancelled", "-", "the query ended first")
         try:
-            parts, metrics, info = self.invoker.invoke(fragment, self.query_id, attempt)
+            parts, metrics, info = self.invoker.invoke(fragment, self.query_id, attempt, stop=self._stop)
         except LambdaUnavailable as e:
             if e.permanent:
                 with self._lock:
@@ -128,9 +130,9 @@ class QueryOffload:
         return self.invoker.call_async(self.run, fragment, attempt)
 
     def stop(self) -> None:
-        """The query is over (failed, cancelled): invocations not yet started do not start."""
-        with self._lock:
-            self._stopped = True
+        """The query is over (failed, cancelled): invocations not yet started do not start, and
+        those backing off before a retry give up."""
+        self._stop.set()
 
     # -- failures (the query's thread) ---------------------------------------------------------
     def fell_back(self, fragment, err: Exception):
@@ -139,8 +141,12 @@ class QueryOffload:
         the first configuration error of a query is warned about once."""
         if not isinstance(err, LambdaUnavailable):  # a bug of the bridge must not fail the query
             err = LambdaUnavailable("bridge_error", self.settings.function, f"{type(err).__name__}: {err}")
+        attempts = getattr(err, "attempts", 1)
         with self._lock:
-            self.fallbacks[(fragment.stage_id, fragment.task)] = f"{err.reason}: {_short(err.detail, 120)}"
+            self.fallbacks[(fragment.stage_id, fragment.task)] = (f"{err.reason}: {_short(err.detail, 120)}"
+                                                                  + (f" [{attempts} attempts]" if attempts > 1 else ""))
+            if getattr(err, "retried", None):
+                self.fallback_retries[(fragment.stage_id, fragment.task)] = dict(err.retried)
             warn = err.permanent and not self._warned
             self._warned = self._warned or err.permanent
         if err.permanent and self.settings.offload == "always":
@@ -173,9 +179,16 @@ class QueryOffload:
         head = f"Lambda: {len(infos)} of {d.total} fragments on {', '.join(names) or self.settings.function}, " \
                f"Ray: {on_ray} ({d.why})"
         lines = [head]
+        retried: dict[str, int] = {}
+        for r in [i.retried for i in infos] + [r for (s, _), r in self.fallback_retries.items() if s == stage_id]:
+            for reason, n in r.items():
+                retried[reason] = retried.get(reason, 0) + n
+        retries = sum(retried.values())
+        backoff = sum(i.backoff_ms for i in infos)
+        why_retried = (" (" + " ".join(f"{k}={v}" for k, v in sorted(retried.items()))
+                       + (f", backoff {backoff:.0f}ms" if infos and backoff else "") + ")") if retries else ""
         if infos:
             cold = sum(1 for i in infos if i.cold)
-            retries = sum(i.retries for i in infos)
             hits, misses = sum(i.cache_hits for i in infos), sum(i.cache_misses for i in infos)
             hit_b, miss_b = sum(i.cache_hit_bytes for i in infos), sum(i.cache_miss_bytes for i in infos)
             bypassed = sum(i.cache_bypassed for i in infos)
@@ -185,13 +198,15 @@ class QueryOffload:
             inits = [i.init_ms for i in infos if i.init_ms]
             text = (f"  starts cold={cold} warm={len(infos) - cold}"
                     + (f" (init max={max(inits):.0f}ms)" if inits else "")
-                    + f" retries={retries} fallbacks={len(falls)}"
+                    + f" retries={retries}{why_retried} fallbacks={len(falls)}"
                     f" | cache hits={hits} misses={misses} hit={fmt_bytes(hit_b)} missed={fmt_bytes(miss_b)}"
                     + (f" bypassed={bypassed}" if bypassed else "")
                     + f" | invoke total={sum(walls):.0f}ms max={max(walls):.0f}ms"
                     + (f" | via S3={via_s3}" if via_s3 else "")
                     + (f" replayed={replayed}" if replayed else ""))
             lines.append(text)
+        elif falls:
+            lines.append(f"  retries={retries}{why_retried} fallbacks={len(falls)}")
         for task, why in falls:
             lines.append(f"  fallback to Ray: task {task}: {why}")
         return lines

@@ -7,6 +7,7 @@ headers, body); ``submit_event`` queues an Event invocation. The HTTP front is `
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import queue
 import threading
@@ -19,7 +20,7 @@ from puffin.lambda_bridge.worker import Worker, WorkerDied
 
 DEFAULT_FUNCTIONS = {"puffin-engine": "puffin.lambda_bridge.handler.handler",
                      "puffin-catalog": "puffin.lambda_bridge.handler.catalog_handler"}
-FAULTS = ("throttle", "deny", "timeout", "crash", "error")
+FAULTS = ("throttle", "deny", "timeout", "crash", "error", "service", "transient")
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Function:
     timeout: float = 60.0
     memory_mb: int = 2048
     concurrency: int | None = None  # reserved concurrency; None: the service's limit
+    retry_after: float | None = None  # seconds a 429 asks the caller to wait (Retry-After), as AWS may
     faults: dict = field(default_factory=lambda: dict.fromkeys(FAULTS, 0))
     in_flight: int = 0
 
@@ -46,7 +48,8 @@ class Service:
         self.idle: dict[tuple[str, str | None], list[Worker]] = {}
         self.in_flight = 0
         self.stats = {"invocations": 0, "cold": 0, "warm": 0, "throttled": 0, "timeouts": 0, "crashes": 0,
-                      "errors": 0, "events": 0}
+                      "errors": 0, "events": 0, "service_errors": 0, "peak_requests": 0}
+        self.requests = 0  # synchronous invocation requests being answered now
         self.events: queue.Queue = queue.Queue()
         for _ in range(max(2, concurrency)):
             threading.Thread(target=self._event_loop, daemon=True).start()
@@ -93,15 +96,17 @@ class Service:
         fault = self._fault(fn)
         if fault == "throttle":
             self.stats["throttled"] += 1
-            return error(429, "TooManyRequestsException", "Rate Exceeded.", rid,
-                          Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
+            return self._throttled(fn, rid, "ReservedFunctionConcurrentInvocationLimitExceeded")
+        if fault == "service":
+            self.stats["service_errors"] += 1
+            return error(500, "ServiceException", "The AWS Lambda service encountered an internal error.", rid)
         if fault == "deny":
             arn = f"arn:aws:lambda:{self.region}:000000000000:function:{fn.name}"
             return error(403, "AccessDeniedException", f"User: arn:aws:iam::000000000000:user/puffin is not "
                           f"authorized to perform: lambda:InvokeFunction on resource: {arn}", rid)
         worker, cold = self._acquire(fn, qualifier)
         if worker is None:
-            return error(429, "TooManyRequestsException", "Rate Exceeded.", rid, Reason="ConcurrentInvocationLimitExceeded")
+            return self._throttled(fn, rid, "ConcurrentInvocationLimitExceeded")
         self.stats["invocations"] += 1
         self.stats["cold" if cold else "warm"] += 1
         keep, logs, error_kind = True, "", None
@@ -147,6 +152,25 @@ class Service:
             headers["X-Amz-Function-Error"] = error_kind
         return 200, headers, out
 
+    @staticmethod
+    def _throttled(fn: Function, rid: str, reason: str) -> tuple[int, dict, bytes]:
+        status, headers, body = error(429, "TooManyRequestsException", "Rate Exceeded.", rid, Reason=reason)
+        if fn.retry_after is not None:
+            headers["Retry-After"] = f"{fn.retry_after:g}"
+        return status, headers, body
+
+    @contextlib.contextmanager
+    def request(self):
+        """One synchronous Invoke request being answered (``peak_requests``: the most at once)."""
+        with self.lock:
+            self.requests += 1
+            self.stats["peak_requests"] = max(self.stats["peak_requests"], self.requests)
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.requests -= 1
+
     def submit_event(self, fn: Function, qualifier: str | None, body: bytes) -> None:
         self.stats["events"] += 1
         self.events.put((fn, qualifier, body, 0))
@@ -155,7 +179,7 @@ class Service:
         while True:
             fn, qualifier, body, tries = self.events.get()
             status, headers, _ = self.invoke(fn, qualifier, body)
-            if status == 429:  # throttled: Lambda keeps the event and tries again
+            if status == 429 or status >= 500:  # throttled or a system error: Lambda keeps the event, tries again
                 time.sleep(0.2)
                 self.events.put((fn, qualifier, body, tries))
             elif headers.get("X-Amz-Function-Error") and tries < 2:  # two retries on a function error

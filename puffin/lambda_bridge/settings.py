@@ -8,13 +8,19 @@ Read from ``puffin.connect(lambda_={...})`` (a dict) on top of the environment
   over by file, so each file's bytes stay warm in one member's instances; empty: ``function``
 - ``region`` (else ``AWS_REGION``/``AWS_DEFAULT_REGION``); ``endpoint_url`` (else
   ``AWS_ENDPOINT_URL_LAMBDA``): a local service
-- ``max_concurrency``: invocations in flight; ``max_attempts``: botocore attempts per invoke
+- ``max_concurrency``: invocations in flight
+- ``max_attempts``: invocations per fragment, the first included, before it runs on Ray;
+  ``backoff`` / ``max_backoff``: seconds, the first wait's bound and any wait's cap (jittered,
+  exponential; see ``puffin.lambda_bridge.retry`` for what is retried)
 - ``offload``: ``never | auto | always``; ``auto_factor``: auto offloads when scan fragments
   exceed that many times the free Ray slots
 - ``mode``: ``sync`` (RequestResponse) or ``event`` (Event invocation, results over S3)
 - ``function_timeout``: seconds, as deployed (the client's read timeout is above it)
 - ``results_url``: ``s3://bucket/prefix`` for results over the 6 MB inline limit
 - ``forward_credentials``: send the driver's S3 keys with each fragment
+- ``plan_iceberg``: ``local`` (pyiceberg in the driver) or ``lambda``: the Catalog function
+  (``catalog_function``) lists an Iceberg snapshot's files with the pushed filter, so a big
+  table's manifests are read next to the data (``puffin.lambda_bridge.catalog``)
 
 ``forward_credentials`` defaults to true only with an ``endpoint_url`` (a local service); on AWS
 the functions use their execution role and no secret travels in a payload.
@@ -32,6 +38,7 @@ from puffin.errors import PuffinError
 
 OFFLOAD = ("never", "auto", "always")
 MODES = ("sync", "event")
+PLAN_ICEBERG = ("local", "lambda")
 _NAME = re.compile(r"^(arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:function:)?[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9$_-]+)?$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 ENV = {
@@ -41,6 +48,8 @@ ENV = {
     "auto_factor": "PUFFIN_LAMBDA_AUTO_FACTOR", "mode": "PUFFIN_LAMBDA_MODE",
     "function_timeout": "PUFFIN_LAMBDA_FUNCTION_TIMEOUT", "results_url": "PUFFIN_LAMBDA_RESULTS_URL",
     "max_attempts": "PUFFIN_LAMBDA_MAX_ATTEMPTS", "forward_credentials": "PUFFIN_LAMBDA_FORWARD_CREDENTIALS",
+    "backoff": "PUFFIN_LAMBDA_BACKOFF", "max_backoff": "PUFFIN_LAMBDA_MAX_BACKOFF",
+    "plan_iceberg": "PUFFIN_LAMBDA_PLAN_ICEBERG",
 }
 
 
@@ -57,8 +66,11 @@ class LambdaSettings:
     mode: str = "sync"
     function_timeout: float = 900.0
     results_url: str | None = None
-    max_attempts: int = 2
+    max_attempts: int = 3
     forward_credentials: bool = False
+    backoff: float = 0.1
+    max_backoff: float = 2.0
+    plan_iceberg: str = "local"
 
     @property
     def members(self) -> tuple[tuple[str, str | None], ...]:
@@ -115,6 +127,15 @@ class LambdaSettings:
             bad("offload", f"{self.offload!r}; valid: {' | '.join(OFFLOAD)}")
         if self.mode not in MODES:
             bad("mode", f"{self.mode!r}; valid: {' | '.join(MODES)}")
+        if self.plan_iceberg not in PLAN_ICEBERG:
+            bad("plan_iceberg", f"{self.plan_iceberg!r}; valid: {' | '.join(PLAN_ICEBERG)}")
+        if self.plan_iceberg == "lambda" and not self.catalog_function:
+            bad("catalog_function", "plan_iceberg='lambda' plans on the Catalog function: name it (as deployed, "
+                "e.g. puffin-catalog)")
+        if not 0 <= self.backoff <= 60:
+            bad("backoff", f"{self.backoff} is not between 0 and 60 seconds")
+        if not self.backoff <= self.max_backoff <= 300:
+            bad("max_backoff", f"{self.max_backoff} is not between backoff ({self.backoff}) and 300 seconds")
         if not self.auto_factor > 0:
             bad("auto_factor", "must be positive")
         if not 0 < self.function_timeout <= 900:
@@ -150,7 +171,7 @@ def _convert(name: str, value: Any, var: str, from_env: bool) -> Any:
             if text not in ("1", "0", "true", "false", "yes", "no"):
                 raise ValueError(value)
             return text in ("1", "true", "yes")
-        if name in ("offload", "mode"):
+        if name in ("offload", "mode", "plan_iceberg"):
             return str(value).strip().lower()
         if not isinstance(value, str):
             raise TypeError(value)

@@ -4,7 +4,9 @@ The process imports the handler once (the cold start: its init time is reported 
 ``Init Duration``) and then runs invocations one at a time for as long as the service keeps it,
 so module-level state (DuckDB, the warm-partition cache) survives between them, as on Lambda.
 ``Worker`` is the service's handle on it. Fault injection reaches the process as an instruction
-with the invocation: ``crash`` exits the process mid-invocation, ``hang`` sleeps past any timeout.
+with the invocation: ``crash`` exits the process mid-invocation, ``hang`` sleeps past any timeout,
+``error`` raises in the handler, ``transient`` raises the handler's ``FunctionTransientError`` (as
+the Engine function does when an S3 read breaks).
 """
 
 from __future__ import annotations
@@ -69,6 +71,10 @@ def worker_main(conn, function: str, handler_path: str, env: dict, memory_mb: in
             with contextlib.redirect_stdout(logs), contextlib.redirect_stderr(logs):
                 if fault == "error":
                     raise RuntimeError("injected fault: the handler raised")
+                if fault == "transient":
+                    from puffin.lambda_bridge.errors import FunctionTransientError
+
+                    raise FunctionTransientError("injected fault: OSError: the S3 read was reset by the peer")
                 result = fn(json.loads(body or b"null"), ctx)
             conn.send(("ok", json.dumps(result).encode(), logs.getvalue()))
         except Exception as e:  # noqa: BLE001 - an unhandled handler error, shaped as Lambda's

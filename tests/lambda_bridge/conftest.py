@@ -19,6 +19,7 @@ import pytest
 
 import puffin
 from puffin.lambda_bridge import Invoker, LambdaSettings
+from puffin.lambda_bridge.service import FAULTS
 
 FUNCTION_TIMEOUT_S = 20
 
@@ -116,6 +117,17 @@ def scan_fragments(con, sql: str) -> list:
     out = [f for st in sorted(frs) for f in frs[st] if not f.inputs and f.scans]
     assert out, f"no scan fragments in {sql}"
     return out
+
+
+@pytest.fixture
+def faults(local_lambda):
+    """``faults(throttle=n, ...)``: the Engine function's next n invocations fail that way (see
+    ``puffin.lambda_bridge.local``); everything is put back afterwards."""
+    yield lambda **kw: local_lambda.control("faults", {"function": "puffin-engine", **kw})
+    for fn in ("puffin-engine", "puffin-catalog"):
+        local_lambda.control("faults", {"function": fn, **dict.fromkeys(FAULTS, 0)})
+        local_lambda.control("config", {"function": fn, "timeout": FUNCTION_TIMEOUT_S, "concurrency": None,
+                                        "retry_after": None})
 
 
 @pytest.fixture

@@ -14,17 +14,9 @@ from puffin.errors import PuffinError
 from puffin.lambda_bridge import Invoker, LambdaUnavailable
 from puffin.lambda_bridge.errors import from_client_error
 from puffin.lambda_bridge.payload import ASYNC_LIMIT, SYNC_LIMIT
-from tests.lambda_bridge.conftest import FUNCTION_TIMEOUT_S, new_query_id, scan_fragments
+from tests.lambda_bridge.conftest import new_query_id, scan_fragments
 
 AGG = "SELECT grp, count(*) AS n FROM events GROUP BY grp"
-
-
-@pytest.fixture
-def faults(local_lambda):
-    yield lambda **kw: local_lambda.control("faults", {"function": "puffin-engine", **kw})
-    local_lambda.control("faults", {"function": "puffin-engine", "throttle": 0, "deny": 0, "timeout": 0, "crash": 0,
-                                    "error": 0})
-    local_lambda.control("config", {"function": "puffin-engine", "timeout": FUNCTION_TIMEOUT_S, "concurrency": None})
 
 
 def _raw_client(local_lambda):
@@ -37,11 +29,12 @@ def _raw_client(local_lambda):
                                            ("error", "function_error")])
 def test_injected_failures_raise_the_typed_fallback(con, invoker, faults, fault, reason):
     f = scan_fragments(con, AGG)[0]
-    # botocore retries a 429 (every attempt must meet it), never an answer with a FunctionError
+    # the invoker retries a 429 (every attempt must meet it), never a crash or an untyped raise
     faults(**{fault: invoker.settings.max_attempts if fault == "throttle" else 1})
     with pytest.raises(LambdaUnavailable) as e:
         invoker.invoke(f, new_query_id())
     assert e.value.reason == reason and not e.value.permanent
+    assert e.value.attempts == (invoker.settings.max_attempts if fault == "throttle" else 1)
     assert "puffin-engine" in str(e.value)
     parts, _, _ = invoker.invoke(f, new_query_id())  # and the service serves the next one
     assert parts[0].num_rows >= 0
@@ -50,8 +43,8 @@ def test_injected_failures_raise_the_typed_fallback(con, invoker, faults, fault,
 def test_a_throttle_is_retried_within_the_bound(con, invoker, faults):
     f = scan_fragments(con, AGG)[0]
     faults(throttle=1)
-    _, _, info = invoker.invoke(f, new_query_id())  # max_attempts=2: the second attempt runs
-    assert info.retries == 1
+    _, _, info = invoker.invoke(f, new_query_id())  # max_attempts=3: the second attempt runs
+    assert info.retries == 1 and info.retried == {"throttled": 1}
 
 
 def test_timeout_kills_the_environment_and_falls_back(con, invoker, faults, local_lambda):
@@ -87,6 +80,17 @@ def test_a_denied_invoke_is_permanent(con, invoker, faults):
         invoker.invoke(scan_fragments(con, AGG)[0], new_query_id())
     assert e.value.reason == "access_denied" and e.value.permanent and "lambda:InvokeFunction" in str(e.value)
     assert "lambda setting 'function'" in str(e.value.setting_error())
+
+
+def test_a_wrong_region_is_permanent_and_names_the_setting(con, invoker, settings):
+    inv = Invoker(settings.replace(region="eu-west-1"), invoker.s3)  # the service is us-east-1's endpoint
+    try:
+        with pytest.raises(LambdaUnavailable) as e:
+            inv.invoke(scan_fragments(con, AGG)[0], new_query_id())
+    finally:
+        inv.close()
+    assert e.value.reason == "wrong_region" and e.value.permanent and "'eu-west-1'" in str(e.value)
+    assert "lambda setting 'region' with offload='always'" in str(e.value.setting_error())
 
 
 def test_an_unreachable_endpoint_is_permanent(con, invoker, settings):
