@@ -129,7 +129,7 @@ class Driver:
         for k, v in conf.items():
             builder = builder.config(k, str(v))
         self.spark = builder.getOrCreate()
-        self.spark.sparkContext.setLogLevel(conf.get("puffin.logLevel", "WARN"))
+        self.spark.sparkContext.setLogLevel("WARN")
         # Result files hold INT64 microsecond timestamps (readable everywhere), not INT96.
         self.spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         self.log = log
@@ -277,10 +277,15 @@ def error_message(e: BaseException) -> tuple[str, str | None]:
         for j in chain:
             error_class = error_class or _java_error_class(j)
         message = _clean(_java_message(chain[0]))
+        root = chain[-1]
         if message.startswith(("Job aborted", "Writing job aborted")) and len(chain) > 1:
-            root = chain[-1]
             message = _clean(_java_message(root))
             error_class = _java_error_class(root) or error_class
+        elif error_class is None and len(chain) > 1:
+            # e.g. Iceberg's "Unknown failure" around SQLite's "[SQLITE_BUSY] ... locked"
+            cause = _clean(_java_message(root)).split("\n", 1)[0]
+            if cause and cause not in message:
+                message += f"\nCaused by: {root.getClass().getSimpleName()}: {cause}"
     else:
         message = _clean(str(e)) or type(e).__name__
         getter = getattr(e, "getErrorClass", None)

@@ -133,9 +133,9 @@ class LocalSpark(SparkClient):
             self._kill()
             raise
         if not ready.get("ok"):
-            tail = ready.get("log_tail") or self._tail()
+            tail = "\n".join(part for part in (self._tail(), ready.get("log_tail")) if part)
             self._kill()
-            raise PuffinError(f"local Spark did not start: {ready.get('error')}\n{tail}")
+            raise PuffinError(f"local {ready.get('error') or 'Spark did not start'}\n{tail}")
 
     def _start(self) -> None:
         self._work = tempfile.mkdtemp(prefix="puffin-spark-")
@@ -188,6 +188,8 @@ class LocalSpark(SparkClient):
             except queue.Empty:
                 continue
             if line is None:  # stdout closed: the driver is gone
+                if self._closed:
+                    raise PuffinError("this LocalSpark was closed while the job ran")
                 code = self._proc.wait(10) if self._proc else None
                 what = "did not start" if starting else "died while running the job"
                 raise (PuffinError if starting else ExecutionError)(
