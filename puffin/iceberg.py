@@ -124,8 +124,7 @@ class Catalogs:
         try:
             tbl = cat.load_table((namespace, name))
         except Exception as e:  # noqa: BLE001 - NoSuchTableError, NoSuchNamespaceError, ...
-            raise BindError(f"Iceberg table '{full}' does not exist ({type(e).__name__}). "
-                            f"Tables in {catalog_name}.{namespace}: {_list(cat, namespace)}") from None
+            raise load_error(e, full, cat, namespace) from None
         if meta is not None:
             return self._metadata_table(tbl, full, meta)
         snapshot_id = _snapshot(tbl, full, table)
@@ -147,6 +146,26 @@ class Catalogs:
             raise BindError(f"unknown metadata table '{full}${meta}'; valid: "
                             + ", ".join(f"${m}" for m in METADATA_TABLES))
         return sources.from_arrow(f"{full}${meta}", getattr(tbl.inspect, meta)())
+
+
+def load_error(e: Exception, full: str, cat, namespace: str) -> PuffinError:
+    """Why a table did not load: it does not exist (the tables that do), or its metadata file
+    could not be read (object-store access: the cause, never a credential)."""
+    if isinstance(e, OSError):
+        from puffin.storage import scrub
+
+        text = scrub(str(e), None)
+        for key in ("s3.secret-access-key", "s3.session-token"):
+            secret = cat.properties.get(key)
+            if secret:
+                text = text.replace(secret, "****")
+        low = text.lower().replace("_", " ")
+        why = "access denied; check the catalog's credentials" if any(
+            k in low for k in ("accessdenied", "access denied", "signaturedoesnotmatch", "forbidden",
+                               "invalidaccesskeyid")) else "its metadata could not be read"
+        return PuffinError(f"Iceberg table '{full}' cannot be read: {why} ({text.splitlines()[0][:300]})")
+    return BindError(f"Iceberg table '{full}' does not exist ({type(e).__name__}). "
+                     f"Tables in {cat.name}.{namespace}: {_list(cat, namespace)}")
 
 
 def _list(cat, namespace: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Self
 
 import pyarrow as pa
 
@@ -63,7 +62,7 @@ class SparkClient(abc.ABC):
     def close(self) -> None:
         """Stop Spark (idempotent)."""
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> SparkClient:
         return self
 
     def __exit__(self, *exc) -> None:

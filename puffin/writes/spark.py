@@ -11,10 +11,8 @@ Spark as a temporary view. The Spark session is the connection's, started once
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import sqlite3
 import tempfile
 import uuid
 
@@ -26,19 +24,9 @@ from puffin.result import Result
 
 
 def session_client(settings, catalogs: dict[str, dict], s3):
-    """The connection's Spark client. SQLite catalog files are switched to write-ahead logging
-    first: a long-lived Spark's JDBC catalog keeps a read open on the file, which in SQLite's
-    default journal mode blocks every other writer's commit (pyiceberg's, so Puffin's appends)
-    for as long as Spark runs; with WAL, readers never block a writer and both see each other's
-    commits. The mode is a property of the file and stays."""
+    """The connection's Spark client (``puffin.spark``), made on first need."""
     from puffin.spark.client import make_client
 
-    if settings.mode == "local":
-        for props in catalogs.values():
-            uri = str(props.get("uri", ""))
-            if props.get("type", "sql") == "sql" and uri.startswith("sqlite:///") and ":memory:" not in uri:
-                with contextlib.closing(sqlite3.connect(uri[len("sqlite:///"):], timeout=30)) as db:
-                    db.execute("PRAGMA journal_mode=WAL")
     return make_client(settings, catalogs, s3)
 
 

@@ -119,15 +119,12 @@ class TableTarget:
                             + (", ".join(".".join(n) for n in self.catalog.list_namespaces()) or "(none)"))
 
     def _load(self):
+        from puffin.iceberg import load_error
+
         try:
             return self.catalog.load_table((self.namespace, self.name))
-        except Exception as e:  # noqa: BLE001 - NoSuchTableError, NoSuchNamespaceError
-            try:
-                have = ", ".join(sorted(".".join(t[1:]) for t in self.catalog.list_tables(self.namespace)))
-            except Exception:  # noqa: BLE001
-                have = ""
-            raise BindError(f"Iceberg table {self.full} does not exist ({type(e).__name__}); "
-                            f"tables in {self.catalog_name}.{self.namespace}: {have or '(none)'}") from None
+        except Exception as e:  # noqa: BLE001 - NoSuchTableError, NoSuchNamespaceError, OSError
+            raise load_error(e, self.full, self.catalog, self.namespace) from None
 
     def _columns(self, schema: pa.Schema, names: list[str]) -> tuple[str, ...]:
         """The table's columns the query's columns go to, in the query's order; every column

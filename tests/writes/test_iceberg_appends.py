@@ -108,7 +108,7 @@ def test_bad_inserts_change_nothing(lake):
         ("INSERT INTO lake.db.t SELECT 1", PuffinError, "gives 1 columns, 2 are expected"),
         ("INSERT INTO lake.db.t SELECT 'x', 'y'", PuffinError, "column id is int64; the query gives string"),
         ("INSERT INTO lake.db.t (id, nope) SELECT 1, 'y'", BindError, "no column nope; columns: id, v"),
-        ("INSERT INTO lake.db.missing SELECT 1, 'y'", BindError, "lake.db.missing does not exist.*tables in lake.db: t"),
+        ("INSERT INTO lake.db.missing SELECT 1, 'y'", BindError, "lake.db.missing' does not exist.*Tables in lake.db: t"),
         ("CREATE TABLE lake.db.t AS SELECT 2 AS id", PuffinError, "already exists"),
         ("CREATE TABLE lake.nowhere.t AS SELECT 2 AS id", BindError, "namespace lake.nowhere does not exist"),
         ("INSERT INTO lake.db.t SELECT 1e300, 'big'", ExecutionError, "column id: cannot store the value"),

@@ -77,3 +77,24 @@ def test_credentials_that_cannot_write_are_refused_first(local_ray, s3_server, s
         bad.sql(f"COPY (SELECT 1 AS k) TO 's3://{s3_bucket}/writes/denied/' (FORMAT parquet)")
     assert "wrong-secret" not in str(err.value)
     assert _keys(s3_server, s3_bucket, "writes/denied") == []
+
+
+def test_an_iceberg_table_the_credentials_cannot_write(local_ray, tmp_path, s3_server, s3_bucket):
+    pytest.importorskip("pyiceberg")
+    props = {"type": "sql", "uri": f"sqlite:///{tmp_path}/c.db", "warehouse": f"s3://{s3_bucket}/denied-lake",
+             "s3.endpoint": s3_server.endpoint, "s3.access-key-id": s3_server.access_key,
+             "s3.secret-access-key": s3_server.secret_key, "s3.region": s3_server.region}
+    good = puffin.connect(catalogs={"lake": props})
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    cat = SqlCatalog("lake", **{k: v for k, v in props.items() if k != "type"})
+    cat.create_namespace("db")
+    good.sql("CREATE TABLE lake.db.t AS SELECT 1::BIGINT AS x")
+    before = _keys(s3_server, s3_bucket, "denied-lake/")
+    bad = puffin.connect(catalogs={"lake": dict(props, **{"s3.secret-access-key": "wrong-secret"})})
+    with pytest.raises(PuffinError) as err:
+        bad.sql("INSERT INTO lake.db.t SELECT 2")
+    assert "access denied" in str(err.value)
+    assert "wrong-secret" not in str(err.value)
+    assert _keys(s3_server, s3_bucket, "denied-lake/") == before
+    assert good.sql("SELECT x FROM lake.db.t").fetchall() == [(1,)]
