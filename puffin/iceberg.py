@@ -45,9 +45,16 @@ class IcebergTable:
     table: Any = field(repr=False)  # pyiceberg Table
     snapshot_id: int | None
     read: IcebergRead
+    planner: Any = field(default=None, repr=False, compare=False)  # plans elsewhere (lambda_bridge.catalog)
 
     def plan(self, row_filter) -> tuple[sources.ScanUnit, ...]:
         """Scan units (one per data file, with its delete files) left after pruning."""
+        if self.planner is not None:
+            return self.planner(self, row_filter)
+        return self.plan_locally(row_filter)
+
+    def plan_locally(self, row_filter) -> tuple[sources.ScanUnit, ...]:
+        """``plan`` by pyiceberg in this process."""
         from pyiceberg.manifest import DataFileContent
 
         scan = self.table.scan(row_filter=row_filter, snapshot_id=self.snapshot_id)
@@ -70,6 +77,7 @@ class Catalogs:
         self.default = default or (next(iter(self._config)) if self._config else "default")
         self.namespace = namespace  # bare table names not registered resolve here, if set
         self._loaded: dict[str, Any] = {}
+        self.planner = None  # plans the tables' scans instead of pyiceberg here (plan_iceberg='lambda')
 
     def catalog(self, name: str):
         if name in self._loaded:
@@ -134,7 +142,7 @@ class Catalogs:
         from pyiceberg.io.pyarrow import schema_to_pyarrow
 
         read = IcebergRead(tbl.metadata, dict(tbl.io.properties), projected, AlwaysTrue())
-        handle = IcebergTable(full, tbl, snapshot_id, read)
+        handle = IcebergTable(full, tbl, snapshot_id, read, self.planner)
         units = handle.plan(AlwaysTrue())
         schema = schema_to_pyarrow(projected, include_field_ids=False)
         return sources.Source(full, "iceberg", schema, units, location=tbl.metadata_location,

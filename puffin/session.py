@@ -86,6 +86,10 @@ class Connection:
         self._binder.table_functions["puffin_history"] = self._journal.history_source
         self._lambda = _lambda_settings(lambda_)  # None: nothing is offloaded (and nothing imported)
         self._invoker = None
+        if self._lambda is not None and self._lambda.plan_iceberg == "lambda":
+            from puffin.lambda_bridge.catalog import CatalogPlanner
+
+            self._catalogs.planner = CatalogPlanner(self._lambda_invoker)
         self._spark_options = spark  # Spark for MERGE/UPDATE/DELETE/overwrites: started on first need
         self._spark_client = None
         if prestart is None:
@@ -314,7 +318,7 @@ class Connection:
     # -- the Lambda offload ------------------------------------------------------------------
     def _decisions(self, planned: _Planned, free_slots: int | None) -> dict | None:
         """Which fragments go to Lambda (None: offload is off). ``free_slots`` None: ask Ray."""
-        if self._lambda is None:
+        if self._lambda is None or self._lambda.offload == "never":
             return None
         from puffin.lambda_bridge.offload import decide
 
@@ -417,7 +421,7 @@ def _lambda_settings(overrides: dict[str, Any] | None):
     from puffin.lambda_bridge.settings import LambdaSettings
 
     settings = LambdaSettings.resolve(overrides)
-    return None if settings.offload == "never" else settings
+    return None if settings.offload == "never" and settings.plan_iceberg == "local" else settings
 
 
 def _offload_notes(decisions: dict) -> dict[int, list[str]]:

@@ -199,7 +199,8 @@ class PhysicalPlanner:
                 considered = len(scan.source.units)
                 size_ = sum(u.bytes for u in units)
                 note = (f"snapshot {ice.snapshot_id}: {len(units)} of {considered} files, "
-                        f"{considered - len(units)} pruned, {size_} bytes")
+                        f"{considered - len(units)} pruned, {size_} bytes"
+                        + (f", {units.where}" if getattr(units, "where", "") else ""))
                 self._units[id(scan)] = (units, note)
         return self._units[id(scan)]
 

@@ -145,3 +145,31 @@ def test_empty_results_and_a_csv_source(con, oracle, tmp_path):
     got = con.sql(f"SELECT * FROM '{out}' ORDER BY o_orderkey").arrow()
     want = oracle.sql(f"SELECT * FROM read_csv('{csv}') WHERE o_totalprice > 1000 ORDER BY o_orderkey")
     assert_same_result(got, want.to_arrow_table(), ordered=True)
+
+
+def test_a_driver_killed_before_publishing_leaves_nothing_visible(tmp_path, tpch_dir):
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "out"
+    script = textwrap.dedent(f"""
+        import os, signal, puffin
+        from puffin.writes import files
+        def die(self, written):  # every task wrote its files; the driver dies before publishing
+            assert written.num_rows > 0
+            os.kill(os.getpid(), signal.SIGKILL)
+        files.FileTarget.publish = die
+        con = puffin.connect(target_partitions=2)
+        con.register("lineitem", {str(tpch_dir) + '/lineitem'!r})
+        con.sql("COPY (SELECT * FROM lineitem) TO '{out}' (FORMAT parquet, PARTITION_BY (l_returnflag))")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "PUFFIN_PRESTART": "0"})
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not out.exists()
+    staged = [p for p in os.listdir(tmp_path) if p.startswith(".out.puffin-staging-")]
+    assert len(staged) == 1 and _files(tmp_path / staged[0])  # the tasks' files, hidden
+    con = puffin.connect()
+    with pytest.raises(PuffinError, match="no files found"):  # a reader of the parent sees none of them
+        con.sql(f"SELECT count(*) FROM '{tmp_path}'")
