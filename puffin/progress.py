@@ -140,7 +140,8 @@ class Bar:
 
     def _show(self) -> None:
         from rich.console import Console
-        from rich.progress import Progress as Live, ProgressColumn, SpinnerColumn, TextColumn
+        from rich.progress import Progress as Live
+        from rich.progress import ProgressColumn, SpinnerColumn, TextColumn
         from rich.text import Text
 
         t0 = self._t0

@@ -62,7 +62,7 @@ class SparkClient(abc.ABC):
     def close(self) -> None:
         """Stop Spark (idempotent)."""
 
-    def __enter__(self) -> SparkClient:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:

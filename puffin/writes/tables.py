@@ -193,10 +193,9 @@ class TableTarget:
         table = self.table
         for attempt in range(COMMIT_ATTEMPTS):
             try:
-                with table.transaction() as tx:
-                    with tx.update_snapshot(snapshot_properties=props).fast_append() as append:
-                        for f in files:
-                            append.append_data_file(f)
+                with table.transaction() as tx, tx.update_snapshot(snapshot_properties=props).fast_append() as append:
+                    for f in files:
+                        append.append_data_file(f)
                 return table
             except CommitFailedException:
                 if attempt == COMMIT_ATTEMPTS - 1:
@@ -219,7 +218,7 @@ class TableTarget:
             for info in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)):
                 if info.type == pafs.FileType.File and str(self.write_id) in info.base_name:
                     fs.delete_file(info.path)
-        except Exception:  # noqa: BLE001 - leftovers are unreferenced; the error that matters is raised
+        except Exception:  # noqa: BLE001, S110 - leftovers are unreferenced; the error that matters is raised
             pass
 
     def skipped(self) -> pa.Table:

@@ -100,7 +100,7 @@ def test_bad_spark_statements_change_nothing(lake):
 
 
 def test_a_merge_racing_appends_either_commits_whole_or_fails_cleanly(lake):
-    cat, con, props = lake
+    _, con, props = lake
     con.sql("CREATE TABLE lake.db.race AS SELECT range AS id, 0::BIGINT AS n FROM range(50)")
     appender = puffin.connect(catalogs={"lake": props})
     stop = threading.Event()
