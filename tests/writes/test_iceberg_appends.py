@@ -254,3 +254,23 @@ def test_in_memory_source_to_iceberg(local_ray, tmp_path, tpch_dir):
     con.register("frame", frame)
     con.sql("CREATE TABLE lake.db.f AS SELECT * FROM frame")
     assert cat.load_table("db.f").scan().to_arrow().sort_by("id").cast(frame.schema).equals(frame)
+
+
+def test_an_unknown_commit_state_keeps_the_data_files(local_ray, tmp_path, tpch_dir, monkeypatch):
+    """The catalog may have taken the commit: deleting the files could break a committed snapshot."""
+    from pyiceberg.exceptions import CommitStateUnknownException
+
+    cat, props = _lake(tmp_path)
+    con = _connect(props, tpch_dir)
+    con.sql("CREATE TABLE lake.db.u AS SELECT 1::BIGINT AS x")
+    before, files = cat.load_table("db.u").metadata.current_snapshot_id, _data_files(tmp_path)
+
+    def lost(self, *args, **kwargs):
+        raise CommitStateUnknownException("the connection to the catalog dropped")
+
+    monkeypatch.setattr(SqlCatalog, "commit_table", lost)
+    with pytest.raises(PuffinError, match="may or may not have happened.*data files were kept"):
+        con.sql("INSERT INTO lake.db.u SELECT range FROM range(10)")
+    monkeypatch.undo()
+    assert len(_data_files(tmp_path)) == len(files) + 1  # this write's file is still there
+    assert cat.load_table("db.u").metadata.current_snapshot_id == before
