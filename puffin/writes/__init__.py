@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from puffin.errors import NotSupportedError
+import pyarrow as pa
+
+from puffin.errors import BindError, NotSupportedError, PuffinError
 from puffin.planner.parse import parse_statement, retry_deep
 from puffin.result import Result
 from puffin.writes.statement import FileWrite, SparkWrite, TableWrite, classify
@@ -30,6 +32,12 @@ def run_write(con, text: str, dialect: str, mode: str | None, timeout: float | N
         raise NotSupportedError("EXPLAIN ANALYZE of a write statement (EXPLAIN shows its plan; run it to write)")
     write = classify(retry_deep(lambda: parse_statement(text, dialect)))
     entry["write"] = type(write).__name__
+    if not isinstance(write, FileWrite) and not _in_catalog(con, write):
+        if not (isinstance(write, TableWrite) and write.op == "ctas"):
+            raise BindError(f"unknown table {write.table.name}: name an Iceberg table as catalog.namespace.table "
+                            "(or set connect(default_namespace=...)); registered: "
+                            f"{', '.join(sorted(con._tables)) or '(none)'}")
+        return _session_table(con, write, mode, timeout, entry)  # CREATE TABLE t AS: a table of this session
     if isinstance(write, SparkWrite):
         from puffin.writes import spark
 
@@ -41,6 +49,35 @@ def run_write(con, text: str, dialect: str, mode: str | None, timeout: float | N
             return _explain_text(f"CREATE TABLE {write.table.sql('duckdb')} (pyiceberg, no data)")
         return _done(tables.create(write, con._catalogs), entry)
     return _write_rows(con, write, mode, timeout, entry, progress)
+
+
+def _in_catalog(con, write: TableWrite | SparkWrite) -> bool:
+    """Whether the statement's target is an Iceberg table; a registered one is read-only."""
+    table = write.table
+    name = table.name.lower()
+    if table.args.get("db") or table.args.get("catalog"):
+        return True
+    if name in con._tables:
+        if isinstance(write, TableWrite) and write.op == "ctas":
+            if write.if_not_exists:
+                return False
+            raise PuffinError(f"table {name} already exists (registered); unregister it first")
+        raise NotSupportedError(f"{write.op.upper()} of registered table {name}: registered tables and files "
+                                "are read-only; write to an Iceberg table (catalog.namespace.table) or COPY to a path")
+    return bool(con._catalogs.namespace)
+
+
+def _session_table(con, write: TableWrite, mode: str | None, timeout: float | None, entry: dict) -> Result:
+    """``CREATE TABLE t AS SELECT ...`` with no catalog: the rows become a table of this session,
+    as in DuckDB (registered in memory; gone with the connection)."""
+    name = write.table.name.lower()
+    if write.if_not_exists and name in con._tables:
+        return _done(pa.table({"rows_written": pa.array([0], pa.int64())}), entry)
+    if mode == "explain":
+        return con.sql("EXPLAIN " + write.query.sql("duckdb"))
+    rows = con.sql(write.query.sql("duckdb"), timeout=timeout, cache=False).arrow()
+    con.register(name, rows)
+    return _done(pa.table({"rows_written": pa.array([rows.num_rows], pa.int64())}), entry)
 
 
 def _write_rows(con, write: FileWrite | TableWrite, mode: str | None, timeout: float | None, entry: dict,
@@ -104,6 +141,4 @@ def _done(table, entry: dict) -> Result:
 
 
 def _explain_text(text: str) -> Result:
-    import pyarrow as pa
-
     return Result(pa.table({"explain": [text]}), text=text)

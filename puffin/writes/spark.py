@@ -19,7 +19,7 @@ import uuid
 import pyarrow as pa
 from sqlglot import exp
 
-from puffin.errors import BindError, NotSupportedError
+from puffin.errors import BindError
 from puffin.result import Result
 
 
@@ -32,9 +32,6 @@ def session_client(settings, catalogs: dict[str, dict], s3):
 
 def run(con, write, dialect: str, mode: str | None, timeout: float | None, entry: dict) -> Result:
     """A write statement (a ``SparkWrite``) on Spark; one row: rows_written, snapshot_id."""
-    if not _in_catalog(con, write.table):
-        raise NotSupportedError(f"{write.op.upper()} of {write.table.name}: a registered table or file; "
-                                "only Iceberg tables change")
     matched = _count_matched(con, write, mode, timeout)
     report, spark_sql = _submit(con, write.statement, dialect, mode, timeout, want_result=False)
     if report is None:

@@ -173,3 +173,18 @@ def test_a_driver_killed_before_publishing_leaves_nothing_visible(tmp_path, tpch
     con = puffin.connect()
     with pytest.raises(PuffinError, match="no files found"):  # a reader of the parent sees none of them
         con.sql(f"SELECT count(*) FROM '{tmp_path}'")
+
+
+def test_create_table_as_without_a_catalog_makes_a_session_table(local_ray, tpch_dir, oracle):
+    con = puffin.connect()
+    con.register("nation", f"{tpch_dir}/nation")
+    q = "SELECT n_regionkey, count(*) AS n FROM nation GROUP BY 1"
+    assert con.sql(f"CREATE TABLE per_region AS {q}").fetchall() == [(5,)]
+    assert con.sql("SELECT * FROM per_region ORDER BY 1").fetchall() == oracle.sql(q + " ORDER BY 1").fetchall()
+    with pytest.raises(PuffinError, match="per_region already exists"):
+        con.sql(f"CREATE TABLE per_region AS {q}")
+    assert con.sql(f"CREATE TABLE IF NOT EXISTS per_region AS {q}").fetchall() == [(0,)]
+    with pytest.raises(NotSupportedError, match="INSERT of registered table per_region: .* read-only"):
+        con.sql("INSERT INTO per_region VALUES (9, 9)")
+    with pytest.raises(puffin.errors.BindError, match="unknown table nowhere: name an Iceberg table"):
+        con.sql("INSERT INTO nowhere VALUES (1)")
