@@ -40,7 +40,7 @@ def test_image_handler_imports_without_ray_or_boto3():
     env = {**os.environ, "AWS_LAMBDA_FUNCTION_NAME": "puffin-engine", "PUFFIN_LAMBDA_CACHE_BYTES": "0"}
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env, timeout=60)
     docker = _read(os.path.join(LAMBDA_DIR, "Dockerfile"))
-    assert docker.startswith("#") and "FROM public.ecr.aws/lambda/python:3.11" in docker
+    assert docker.startswith("#") and "FROM public.ecr.aws/lambda/provided:al2023" in docker
     assert 'CMD ["puffin.lambda_bridge.handler.handler"]' in docker
     template = _read(TEMPLATE)
     assert "puffin.lambda_bridge.handler.catalog_handler" in template
