@@ -90,7 +90,7 @@ def test_offloaded_fragments_feed_stages_on_both_nodes(two_nodes, s3_server, s3_
 
     node = _node_of(two_nodes)
     seen: set = set()
-    for _ in range(4):  # Ray places tasks; a run or more if it kept them all on one node
+    for _ in range(10):  # Ray places tasks (near their inputs, put on the head): runs until both nodes took some
         planned = con._plan(SQL, "duckdb", runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count())
         offload = con._offload(planned, None)
         offloaded = {s for s, d in offload.decisions.items() if d.tasks}
