@@ -18,8 +18,11 @@ from puffin.errors import (
     TransientError,
     TypeCheckError,
 )
-from puffin.result import Result
-from puffin.session import Connection, connect, history, sql
+from puffin.signals import sigint_blocked
+
+with sigint_blocked():  # threads the libraries start on import (OpenBLAS's, ...) leave Ctrl-C to main
+    from puffin.result import Result
+    from puffin.session import Connection, connect, history, sql
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from puffin import signals
 from puffin.errors import PuffinError
 from puffin.progress import Tracker
 
@@ -51,6 +52,7 @@ def run_inline(planned, timeout: float | None = None, progress=None) -> tuple[pa
             cur.interrupt()
 
     def work() -> None:
+        signals.worker_thread()  # Ctrl-C stays with the waiting main thread (DuckDB's threads too)
         try:
             box["value"] = run_fragment(frag, {}, tables, opened)
         except BaseException as e:  # noqa: BLE001 - handed to the waiting thread

@@ -80,8 +80,9 @@ def _start_and_park(address: str | None, num_cpus: int | None) -> None:
         # Ray warns that a non-main thread cannot install its SIGTERM handler: expected here
         logging.getLogger("ray._private.worker").addFilter(_NotMainThreadWarning())
         address = address or os.environ.get("RAY_ADDRESS") or _start_head(num_cpus)
-        from puffin import runtime
+        from puffin import runtime, signals
 
+        signals.worker_thread()  # the driver's Ray threads start from here: Ctrl-C stays with main
         runtime.join(address)
     except BaseException as e:  # noqa: BLE001 - handed to the query that waits for it
         _error = e

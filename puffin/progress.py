@@ -145,6 +145,10 @@ class Bar:
         from rich.text import Text
 
         t0 = self._t0
+        if threading.current_thread() is not threading.main_thread():  # the delay's timer thread
+            from puffin import signals
+
+            signals.worker_thread()  # rich's refresh thread starts from here: Ctrl-C stays with main
 
         class Elapsed(ProgressColumn):
             def render(self, task) -> Text:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import duckdb
 import pyarrow as pa
+
+from puffin import signals
 
 
 class Result:
@@ -38,7 +39,7 @@ class Result:
     def render(self, max_rows: int = 40) -> str:
         if self._text is not None:
             return self._text
-        con = duckdb.connect()
+        con = signals.connect()
         try:
             # DuckDB's own box renderer; plain string columns keep its output stable.
             rel = con.from_arrow(_plain_strings(self._table))

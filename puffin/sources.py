@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
+from puffin import signals
 from puffin.errors import BindError, NotSupportedError
 from puffin.storage import S3Config, is_s3, s3_filesystem, storage_error, strip_scheme
 
@@ -208,7 +209,7 @@ def _duckdb_text_schema(kind: str, files: list[str], options: dict[str, Any], fo
         args += f", delim={literal(delim)}, header={literal(bool(options.get('header', True)))}"
     reader = "read_csv" if kind == "csv" else "read_json"
     try:
-        inferred = duckdb.connect().sql(f"SELECT * FROM {reader}({args}) LIMIT 0").to_arrow_table().schema
+        inferred = signals.connect().sql(f"SELECT * FROM {reader}({args}) LIMIT 0").to_arrow_table().schema
     except duckdb.Error:
         return found  # pyarrow's reading of them stands
     by_name = {f.name: f for f in inferred}
@@ -447,7 +448,7 @@ def _duckdb_common_type(types: list[pa.DataType]) -> pa.DataType:
     global _duck
     with _duck_lock:
         if _duck is None:
-            _duck = duckdb.connect()
+            _duck = signals.connect()
         names = [f"__unify_{i}" for i in range(len(types))]
         try:
             for n, t in zip(names, types):

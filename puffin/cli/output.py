@@ -9,6 +9,7 @@ from typing import IO
 
 import pyarrow as pa
 
+from puffin import signals
 from puffin.result import Result
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -71,10 +72,9 @@ def write(result: Result, fmt: str, path: str | None = None, stream: IO[str] | N
 
 
 def _copy(table: pa.Table, fmt: str, path: str) -> None:
-    import duckdb
 
     options = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT json, ARRAY true"
-    con = duckdb.connect()
+    con = signals.connect()
     try:
         con.register("puffin_result", table)
         quoted = path.replace("'", "''")

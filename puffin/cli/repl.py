@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import IO
 
+from puffin import signals
 from puffin.cli import output, statements
 from puffin.errors import PuffinError
 
@@ -151,14 +152,13 @@ class Repl:
             self._say(name)
 
     def _schema(self, arg: str) -> None:
-        import duckdb
 
         names = [arg] if arg else self.con.tables()
         for name in names:
             ref = name if re.fullmatch(r"[A-Za-z_][\w.$]*", name) else '"' + name.replace('"', '""') + '"'
             result, _ = self.run(f"SELECT * FROM {ref} LIMIT 0")
             table = output.plain(result.arrow())
-            db = duckdb.connect()
+            db = signals.connect()
             try:
                 types = db.from_arrow(table).types
             finally:

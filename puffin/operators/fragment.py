@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from puffin import signals
 from puffin.operators.exchange import hash_partition, range_partition, sample
 from puffin.operators.scan import ScanRead, conform, native_sql, read_scan
 from puffin.operators.sqltext import ident
@@ -65,7 +66,7 @@ def database() -> duckdb.DuckDBPyConnection:
     with _DB_LOCK:
         if _DB is None:
             tmp = os.path.join(tempfile.gettempdir(), f"puffin-spill-{os.getpid()}")
-            _DB = duckdb.connect(config={"temp_directory": tmp, "preserve_insertion_order": True})
+            _DB = signals.connect(config={"temp_directory": tmp, "preserve_insertion_order": True})
         return _DB
 
 

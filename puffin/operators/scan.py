@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
+from puffin import signals
 from puffin.operators.sqltext import ident, literal
 from puffin.sources import ScanUnit, _file_format
 from puffin.storage import S3Config, s3_filesystem, storage_error
@@ -64,7 +65,7 @@ def sql_types(schema: pa.Schema) -> tuple[str, ...]:
     """DuckDB's names for the types of ``schema`` (as DuckDB would read such Arrow columns)."""
     with _TYPES_LOCK:
         if not _TYPES_DB:
-            _TYPES_DB.append(duckdb.connect())
+            _TYPES_DB.append(signals.connect())
         con = _TYPES_DB[0].cursor()
     try:
         con.register("__t", schema.empty_table())

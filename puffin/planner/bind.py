@@ -28,6 +28,7 @@ from sqlglot.optimizer.pushdown_predicates import pushdown_predicates
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.simplify import simplify
 
+from puffin import signals
 from puffin.errors import BindError, NotSupportedError
 from puffin.planner.diagnose import translate_duckdb_error
 from puffin.planner.rules.balance import balance_connectors
@@ -118,7 +119,7 @@ class Binder:
         self.resolve_catalog = resolve_catalog  # catalog.namespace.table -> Source (Iceberg)
         self.default_namespace: str | None = None  # set: unregistered bare names go to the catalog
         self.table_functions: dict[str, Callable[[], Source]] = {}  # name() -> a table made now
-        self._validator = duckdb.connect()  # each check takes its own cursor
+        self._validator = signals.connect()  # each check takes its own cursor
         self._cursor_lock = threading.Lock()  # DuckDB refuses a call on a connection busy with another
         self._types: dict[int, dict[str, str]] = {}
 

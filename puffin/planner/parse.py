@@ -26,6 +26,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, SqlglotError, TokenError
 
+from puffin import signals
 from puffin.errors import InternalError, NotSupportedError, PuffinError, SqlSyntaxError
 
 EXPLAIN = re.compile(r"^\s*EXPLAIN(\s+ANALYZE)?\s+", re.IGNORECASE)
@@ -133,7 +134,7 @@ def _duckdb_check(text: str, sql: str) -> list[str] | None:
 def _duckdb() -> duckdb.DuckDBPyConnection:
     global _duck
     if _duck is None:
-        _duck = duckdb.connect()
+        _duck = signals.connect()
     return _duck
 
 
@@ -303,6 +304,7 @@ def run_deep(fn: Callable[[], Any]) -> Any:
     box: dict[str, Any] = {}
 
     def target() -> None:
+        signals.worker_thread()
         try:
             box["value"] = fn()
         except BaseException as e:  # noqa: BLE001 - handed back to the caller's thread

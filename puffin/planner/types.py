@@ -14,6 +14,7 @@ import threading
 import duckdb
 import pyarrow as pa
 
+from puffin import signals
 from puffin.errors import InternalError
 from puffin.planner.logical import Plan, Scan
 
@@ -24,7 +25,7 @@ def _db() -> duckdb.DuckDBPyConnection:
     """One DuckDB per planning thread: typing holds no lock shared between queries."""
     con = getattr(_local, "con", None)
     if con is None:
-        con = _local.con = duckdb.connect()
+        con = _local.con = signals.connect()
     return con
 
 

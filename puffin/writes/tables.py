@@ -26,6 +26,7 @@ import uuid
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from puffin import signals
 from puffin.errors import BindError, PuffinError
 from puffin.operators.sink import IcebergSink
 from puffin.writes.statement import TableWrite
@@ -262,7 +263,7 @@ def create(write: TableWrite, catalogs) -> pa.Table:
             raise PuffinError(f"column {c.name} of {target.full} needs a type")
         cols.append(f"CAST(NULL AS {kind.sql('duckdb')}) AS \"{c.name}\"")
     try:
-        arrow = duckdb.connect().sql(f"SELECT {', '.join(cols)} LIMIT 0").to_arrow_table().schema
+        arrow = signals.connect().sql(f"SELECT {', '.join(cols)} LIMIT 0").to_arrow_table().schema
     except duckdb.Error as e:
         raise PuffinError(f"CREATE TABLE {target.full}: {str(e).splitlines()[0]}") from None
     schema = _iceberg_types(arrow, arrow.names)
