@@ -160,17 +160,15 @@ def load_error(e: Exception, full: str, cat, namespace: str) -> PuffinError:
     """Why a table did not load: it does not exist (the tables that do), or its metadata file
     could not be read (object-store access: the cause, never a credential)."""
     if isinstance(e, OSError):
-        from puffin.storage import scrub
+        from puffin.storage import is_access_denied
 
-        text = scrub(str(e), None)
+        text = str(e)
         for key in ("s3.secret-access-key", "s3.session-token"):
             secret = cat.properties.get(key)
             if secret:
                 text = text.replace(secret, "****")
-        low = text.lower().replace("_", " ")
-        why = "access denied; check the catalog's credentials" if any(
-            k in low for k in ("accessdenied", "access denied", "signaturedoesnotmatch", "forbidden",
-                               "invalidaccesskeyid")) else "its metadata could not be read"
+        why = ("access denied; check the catalog's credentials" if is_access_denied(text)
+               else "its metadata could not be read")
         return PuffinError(f"Iceberg table '{full}' cannot be read: {why} ({text.splitlines()[0][:300]})")
     return BindError(f"Iceberg table '{full}' does not exist ({type(e).__name__}). "
                      f"Tables in {cat.name}.{namespace}: {_list(cat, namespace)}")

@@ -48,6 +48,13 @@ def join(address: str) -> None:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
 
 
+def describe_cluster() -> str:
+    """One line saying which cluster this driver joined and its size (for a job's log)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpus = int(ray.cluster_resources().get("CPU", 0))
+    return f"Ray cluster {ray.get_runtime_context().gcs_address}: {len(nodes)} node(s), {cpus} CPU(s)"
+
+
 def start_head(num_cpus: int | None) -> str:
     """Start a local Ray head in this process (``puffin.launch``'s helper); its GCS address."""
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,

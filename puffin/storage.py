@@ -138,19 +138,25 @@ def scrub(message: str, config: S3Config | None) -> str:
     return message
 
 
-def storage_error(e: Exception, url: str, config: S3Config | None) -> PuffinError:
+def is_access_denied(text: str) -> bool:
+    """Whether an object-store error's text says the credentials were refused."""
+    low = text.lower().replace("_", "")
+    return any(k in low for k in ("accessdenied", "access denied", "signaturedoesnotmatch", "invalidaccesskeyid",
+                                  "forbidden", "expiredtoken"))
+
+
+def storage_error(e: Exception, url: str, config: S3Config | None, action: str = "read") -> PuffinError:
     """A clear error naming the URL (never a credential) for a failed object-store call."""
     text = scrub(str(e), config)
     low = text.lower().replace("_", "")
     where = config.describe() if config else "s3"
-    if any(k in low for k in ("accessdenied", "access denied", "signaturedoesnotmatch", "invalidaccesskeyid",
-                              "forbidden", "expiredtoken")):
+    if is_access_denied(text):
         return PuffinError(f"access to {url} was denied ({where}); check the credentials: {text}")
     if "nosuchbucket" in low or "bucket does not exist" in low:
         return PuffinError(f"the bucket of {url} does not exist ({where}): {text}")
-    if isinstance(e, FileNotFoundError) or "nosuchkey" in low or "does not exist" in low:
+    if action == "read" and (isinstance(e, FileNotFoundError) or "nosuchkey" in low or "does not exist" in low):
         return PuffinError(f"no object at {url}: {text}")
-    return PuffinError(f"cannot read {url} ({where}): {text}")
+    return PuffinError(f"cannot {action} {url} ({where}): {text}")
 
 
-__all__ = ["S3Config", "Secret", "is_s3", "s3_filesystem", "scrub", "storage_error"]
+__all__ = ["S3Config", "Secret", "is_access_denied", "is_s3", "s3_filesystem", "scrub", "storage_error"]

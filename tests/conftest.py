@@ -105,5 +105,17 @@ def backend(request, ray_backends):
     return request.param
 
 
+@pytest.fixture
+def ray_with_fault(tmp_path, ray_backends):
+    """A local Ray whose worker running stage 1's first task kills itself once (SIGKILL, mid-task:
+    runtime.KILL_ONCE_ENV); yields the marker file that says it happened."""
+    from puffin import runtime
+
+    marker = tmp_path / "killed-once"
+    ray_backends.use("local", env={runtime.KILL_ONCE_ENV: f"{marker}:1"})
+    yield marker
+    ray_backends.stop()
+
+
 # a real S3-compatible server (SeaweedFS) for the object-store and Iceberg tests
 from tests.s3_server import s3_bucket, s3_env, s3_server, s3_tpch  # noqa: F401

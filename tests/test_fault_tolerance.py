@@ -6,21 +6,10 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import puffin
-from puffin import runtime
 from puffin.demo import register_tpch
 from puffin.testing import assert_same_result
 from tests.conftest import tpch_query
-
-
-@pytest.fixture
-def ray_with_fault(tmp_path, ray_backends):
-    marker = tmp_path / "killed-once"
-    ray_backends.use("local", env={runtime.KILL_ONCE_ENV: f"{marker}:1"})
-    yield marker
-    ray_backends.stop()
 
 
 def test_killed_worker_mid_query_still_gives_the_right_answer(ray_with_fault, tpch_dir, oracle):

@@ -117,15 +117,10 @@ def write_result(result, path: str, fmt: str | None) -> None:
 # -- the job ------------------------------------------------------------------------------------
 def join_cluster(address: str) -> str:
     """Join the cluster as this job's driver (Puffin then runs every query there); a line saying where."""
-    import logging
+    from puffin import runtime  # Puffin's one Ray importer
 
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    cpus = int(ray.cluster_resources().get("CPU", 0))
-    return f"Ray cluster {ray.get_runtime_context().gcs_address}: {len(nodes)} node(s), {cpus} CPU(s)"
+    runtime.join(address)
+    return runtime.describe_cluster()
 
 
 def register_tables(con, args: argparse.Namespace) -> list[str]:

@@ -84,7 +84,7 @@ class FileTarget:
             raise PuffinError(f"cannot write {w.path}: permission denied ({e.strerror or e})") from None
         except OSError as e:
             if self.remote:
-                raise _write_error(storage_error(e, w.path, self.s3), w.path) from None
+                raise storage_error(e, w.path, self.s3, action="write") from None
             raise PuffinError(f"cannot write {w.path}: {e.strerror or e}") from None
 
     def _visible(self) -> bool:
@@ -162,6 +162,3 @@ class FileTarget:
         except (OSError, FileNotFoundError):
             pass
 
-
-def _write_error(e: PuffinError, path: str) -> PuffinError:
-    return PuffinError(str(e).replace("cannot read", "cannot write").replace("no object at", "cannot write to"))

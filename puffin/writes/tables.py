@@ -25,6 +25,7 @@ import uuid
 
 import pyarrow as pa
 import pyarrow.fs as pafs
+from sqlglot import exp
 
 from puffin import signals
 from puffin.errors import BindError, PuffinError
@@ -215,7 +216,8 @@ class TableTarget:
         io = PyArrowFileIO(self._io(metadata))
         base = f"{metadata.location.rstrip('/')}/data"
         try:
-            fs, path = io.fs_by_scheme(*_scheme_netloc(base)), _path(base)
+            scheme, netloc, path = io.parse_location(base)
+            fs = io.fs_by_scheme(scheme, netloc)
             for info in fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True)):
                 if info.type == pafs.FileType.File and str(self.write_id) in info.base_name:
                     fs.delete_file(info.path)
@@ -224,22 +226,6 @@ class TableTarget:
 
     def skipped(self) -> pa.Table:
         return _result(0, None)
-
-
-def _scheme_netloc(location: str) -> tuple[str, str | None]:
-    from urllib.parse import urlparse
-
-    u = urlparse(location)
-    return (u.scheme or "file"), u.netloc or None
-
-
-def _path(location: str) -> str:
-    from urllib.parse import urlparse
-
-    u = urlparse(location)
-    if u.scheme in ("", "file"):
-        return u.path
-    return f"{u.netloc}{u.path}"
 
 
 def _result(rows: int, snapshot_id: int | None) -> pa.Table:
@@ -268,8 +254,7 @@ def create(write: TableWrite, catalogs) -> pa.Table:
         raise PuffinError(f"CREATE TABLE {target.full}: {str(e).splitlines()[0]}") from None
     schema = _iceberg_types(arrow, arrow.names)
     required = {c.name for c in write.schema.expressions
-                if any(type(k).__name__ == "NotNullColumnConstraint" for k in
-                       [x.args.get("kind") for x in c.args.get("constraints") or []])}
+                if any(isinstance(x.args.get("kind"), exp.NotNullColumnConstraint) for x in c.args.get("constraints") or [])}
     schema = pa.schema([f.with_nullable(f.name not in required) for f in schema])
     table = target.catalog.create_table((target.namespace, target.name), schema=schema)
     return _result(0, table.metadata.current_snapshot_id)

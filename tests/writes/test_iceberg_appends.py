@@ -15,7 +15,6 @@ import pyarrow as pa
 import pytest
 
 import puffin
-from puffin import runtime
 from puffin.demo import TABLES
 from puffin.errors import BindError, ExecutionError, PuffinError
 from puffin.testing import assert_same_result
@@ -188,22 +187,14 @@ def test_a_conflicting_commit_is_retried_on_top_of_the_other(local_ray, tmp_path
     assert sorted(r[0] for r in con.sql("SELECT x FROM lake.db.r").fetchall()) == [0, 1, 2]
 
 
-@pytest.fixture
-def ray_killing_writes(tmp_path, ray_backends):
-    marker = tmp_path / "killed-once"
-    ray_backends.use("local", env={runtime.KILL_ONCE_ENV: f"{marker}:1"})
-    yield marker
-    ray_backends.stop()
-
-
-def test_a_writer_task_killed_midway_is_retried_and_its_files_never_count(ray_killing_writes, tmp_path, tpch_dir,
+def test_a_writer_task_killed_midway_is_retried_and_its_files_never_count(ray_with_fault, tmp_path, tpch_dir,
                                                                           oracle):
     (tmp_path / "l").mkdir()
     _, props = _lake(tmp_path / "l")
     con = _connect(props, tpch_dir, target_partitions=3)
     assert "Stage 1" in con.sql(f"EXPLAIN CREATE TABLE lake.db.k AS {Q} ORDER BY l_orderkey").render()
     con.sql(f"CREATE TABLE lake.db.k AS {Q} ORDER BY l_orderkey")
-    assert os.path.exists(ray_killing_writes), "the fault was never injected"
+    assert os.path.exists(ray_with_fault), "the fault was never injected"
     assert_same_result(con.sql("SELECT * FROM lake.db.k").arrow(), oracle.sql(Q).to_arrow_table(), ordered=False)
 
 
