@@ -5,6 +5,9 @@ both nodes; the answer is DuckDB's."""
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import duckdb
 import psutil
 import pyarrow as pa
@@ -52,6 +55,33 @@ def _import_fragment_code() -> int:
     return 0
 
 
+def _node_index(cluster, node_id: str) -> int:
+    """0 for the head, 1 for the added node."""
+    return 0 if node_id == cluster.head_node.node_id else 1
+
+
+@contextlib.contextmanager
+def _holding_cpu(node_id: str):
+    """An actor holds ``node_id``'s one CPU, so no task can start there until it ends."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    holder = _Holder.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False)).remote()
+    ray.get(holder.ready.remote())
+    try:
+        yield
+    finally:
+        ray.kill(holder)
+        deadline = time.monotonic() + 30
+        while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
+@ray.remote(num_cpus=1)
+class _Holder:
+    def ready(self) -> bool:
+        return True
+
+
 def _node_of(cluster):
     """pid -> the node (its raylet's pid) whose raylet started that worker process."""
     raylets = {node.all_processes["raylet"][0].process.pid: i
@@ -89,20 +119,24 @@ def test_offloaded_fragments_feed_stages_on_both_nodes(two_nodes, s3_server, s3_
     from puffin import runtime
 
     node = _node_of(two_nodes)
+    ids = {_node_index(two_nodes, n["NodeID"]): n["NodeID"] for n in ray.nodes()}
     seen: set = set()
-    for _ in range(10):  # Ray places tasks (near their inputs, put on the head): runs until both nodes took some
-        planned = con._plan(SQL, "duckdb", runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count())
-        offload = con._offload(planned, None)
-        offloaded = {s for s, d in offload.decisions.items() if d.tasks}
-        assert offloaded and all(len(d.tasks) == d.total for d in offload.decisions.values() if d.tasks)
-        result, metrics = con._runtime().run(planned.plan.stages, planned.fragments, analyze=True, offload=offload)
-        assert_same_result(result.rename_columns(planned.plan.names), expected, ordered=True, label="placed")
+    # Ray would place the readers near their inputs (put on the head), so each run holds one
+    # node's CPU: the readers must run on the other node, fetching what the driver put there
+    for busy in (0, 1):
+        with _holding_cpu(ids[busy]):
+            planned = con._plan(SQL, "duckdb", runtime.cluster_cpus(), runtime.memory_per_cpu(), runtime.node_count())
+            offload = con._offload(planned, None)
+            offloaded = {s for s, d in offload.decisions.items() if d.tasks}
+            assert offloaded and all(len(d.tasks) == d.total for d in offload.decisions.values() if d.tasks)
+            result, metrics = con._runtime().run(planned.plan.stages, planned.fragments, analyze=True,
+                                                 offload=offload)
+        assert_same_result(result.rename_columns(planned.plan.names), expected, ordered=True, label=f"{busy} busy")
         assert len(offload.ran) == sum(d.total for d in offload.decisions.values() if d.tasks) and not offload.fallbacks
         readers = {st.id for st in planned.plan.stages if any(x.stage_id in offloaded for x in st.inputs)}
         assert readers  # stages whose inputs are Lambda's outputs
-        seen |= {node(m.pid) for m in metrics if m.stage_id in readers}
-        assert None not in seen
-        if seen == {0, 1}:
-            break
-    assert seen == {0, 1}, f"the stages reading Lambda's outputs ran on nodes {seen}"
+        ran_on = {node(m.pid) for m in metrics if m.stage_id in readers}
+        assert ran_on == {1 - busy}, f"with node {busy} busy, the readers ran on nodes {ran_on}"
+        seen |= ran_on
+    assert seen == {0, 1}
     con.close()
