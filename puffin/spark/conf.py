@@ -102,23 +102,27 @@ def spark_conf(catalogs: dict[str, dict], s3: S3Config, settings) -> dict[str, s
     if catalogs:
         conf["spark.sql.defaultCatalog"] = next(iter(catalogs))
     if local:
-        classpath = os.pathsep.join(local_jars(catalogs, settings.extra_jars))
-        conf.update({
-            "spark.master": settings.master,
-            "spark.app.name": "puffin",
-            "spark.driver.memory": settings.driver_memory,
-            # On the JVM's own class path, not spark.jars: java.sql.DriverManager must see the
-            # JDBC driver that Iceberg's JdbcCatalog asks it for.
-            "spark.driver.extraClassPath": classpath,
-            "spark.executor.extraClassPath": classpath,
-            "spark.ui.enabled": "false",
-            "spark.ui.showConsoleProgress": "false",
-            "spark.driver.host": "127.0.0.1",
-            "spark.driver.bindAddress": "127.0.0.1",
-            "spark.sql.shuffle.partitions": "4",
-        })
+        conf.update(local_conf(settings.master, settings.driver_memory,
+                               os.pathsep.join(local_jars(catalogs, settings.extra_jars))))
+        conf.update({"spark.app.name": "puffin", "spark.sql.shuffle.partitions": "4"})
     conf.update(settings.conf)
     return conf
+
+
+def local_conf(master: str, driver_memory: str, classpath: str) -> dict[str, str]:
+    """A Spark on this machine: its master, memory and class path, no UI, on the loopback."""
+    return {
+        "spark.master": master,
+        "spark.driver.memory": driver_memory,
+        # On the JVM's own class path, not spark.jars: java.sql.DriverManager must see the
+        # JDBC driver that Iceberg's JdbcCatalog asks it for.
+        "spark.driver.extraClassPath": classpath,
+        "spark.executor.extraClassPath": classpath,
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+    }
 
 
 def catalog_conf(name: str, props: dict, s3: S3Config, credentials: bool = True) -> dict[str, str]:

@@ -101,21 +101,12 @@ def spark_conf(
         s3 = S3Config(endpoint_url=s3_endpoint, region=s3_region,
                       access_key_id=Secret(s3_access_key or ""), secret_access_key=Secret(s3_secret_key or ""))
     conf = {
-        "spark.master": "local[1]",
+        **_puffin_conf.local_conf("local[1]", "768m", classpath),
         "spark.app.name": "puffin-iceberg-writer",
-        "spark.driver.memory": "768m",
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
         "spark.sql.shuffle.partitions": "1",
         "spark.default.parallelism": "1",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.catalogImplementation": "in-memory",  # no Hive metastore, no metastore_db/
-        # On the JVM's own class path (not spark.jars), so java.sql.DriverManager sees the
-        # SQLite driver that Iceberg's JdbcCatalog asks it for.
-        "spark.driver.extraClassPath": classpath,
-        "spark.executor.extraClassPath": classpath,
         "spark.sql.extensions": _puffin_conf.EXTENSIONS,
         "spark.sql.defaultCatalog": catalog_name,
     }

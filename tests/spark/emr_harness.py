@@ -54,6 +54,8 @@ from moto.emr import responses as emr_responses
 from moto.emrserverless import models as serverless_models
 from moto.server import ThreadedMotoServer
 
+from puffin.spark.conf import local_conf
+
 HOLD_TAG = ("puffin-harness", "hold")
 SPARK_SUBMIT = os.path.join(os.path.dirname(sys.executable), "spark-submit")
 # spark-submit options that take no value (every other --option takes one)
@@ -107,14 +109,7 @@ class Runner:
         conf_dir = os.path.join(work, "spark-conf")  # the "cluster's" /etc/spark/conf
         os.makedirs(conf_dir, exist_ok=True)
         defaults = {
-            "spark.master": "local[1]",
-            "spark.driver.memory": "768m",
-            "spark.driver.extraClassPath": jars,
-            "spark.executor.extraClassPath": jars,
-            "spark.ui.enabled": "false",
-            "spark.ui.showConsoleProgress": "false",
-            "spark.driver.host": "127.0.0.1",
-            "spark.driver.bindAddress": "127.0.0.1",
+            **local_conf("local[1]", "768m", jars),
             "spark.sql.shuffle.partitions": "1",
             "spark.default.parallelism": "1",
             "spark.local.dir": os.path.join(work, "spark-local"),
