@@ -179,77 +179,116 @@ def test_repl_exit_status_0_and_last_statement_without_semicolon(env):
     assert "one" in r.stdout and "two" in r.stdout and r.stderr == ""
 
 
+class Terminal:
+    """``python -m puffin`` on a pty, as a person at a terminal drives it."""
+
+    def __init__(self, env: dict):
+        import pty
+
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: the real script, on the pty
+            os.execve(sys.executable, [sys.executable, "-m", "puffin"], env)
+        self.seen = b""
+
+    def until(self, marker: bytes, seconds: float = 30, after: int = 0) -> bool:
+        """Whether ``marker`` shows (past offset ``after`` of the output) within ``seconds``."""
+        import select
+        import time
+
+        end = time.monotonic() + seconds
+        while marker not in self.seen[after:] and time.monotonic() < end:
+            if select.select([self.fd], [], [], 0.1)[0]:
+                try:
+                    self.seen += os.read(self.fd, 65536)
+                except OSError:
+                    break
+        return marker in self.seen[after:]
+
+    def prompt_again(self, mark: int) -> bool:
+        """The shell is back at its prompt (reading) after output position ``mark``: keys sent
+        now reach the line editor, not a statement still printing."""
+        return self.until(b"puffin> ", after=mark)
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def exit_code(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        return os.waitstatus_to_exitcode(status)
+
+    def close(self) -> None:
+        import signal
+
+        if self.pid:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
 def test_shell_on_a_terminal_ctrl_c_cancels_and_history_is_kept(env, tmp_path):
     """On a terminal (a pty here): prompts, Ctrl-C drops the typed line, Ctrl-C cancels a query
     running in this process (minutes long otherwise) and the shell goes on; Ctrl-D leaves;
     statements are in the history file, one entry each."""
-    import pty
-    import select
     import signal
     import time
 
     history = tmp_path / "history"
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: the real script, on the pty
-        os.execve(sys.executable, [sys.executable, "-m", "puffin"], dict(env, PUFFIN_HISTORY=str(history)))
-    seen = b""
-
-    def until(marker: bytes, seconds: float = 30, after: int = 0) -> bool:
-        """Whether ``marker`` shows (past offset ``after`` of the output) within ``seconds``."""
-        nonlocal seen
-        end = time.monotonic() + seconds
-        while marker not in seen[after:] and time.monotonic() < end:
-            if select.select([fd], [], [], 0.1)[0]:
-                try:
-                    seen += os.read(fd, 65536)
-                except OSError:
-                    break
-        return marker in seen[after:]
-
-    def prompt_again(mark: int) -> bool:
-        """The shell is back at its prompt (reading) after output position ``mark``: keys sent
-        now reach the line editor, not a statement still printing."""
-        return until(b"puffin> ", after=mark)
-
+    term = Terminal(dict(env, PUFFIN_HISTORY=str(history)))
     try:
-        assert until(b"puffin> ")
-        os.write(fd, b"SELECT 1 AS a,\n")
-        assert until(b"...> ")
-        os.write(fd, b"  2 AS b;\n")
+        assert term.until(b"puffin> ")
+        term.write(b"SELECT 1 AS a,\n")
+        assert term.until(b"...> ")
+        term.write(b"  2 AS b;\n")
         row = b"\xe2\x94\x82     1 \xe2\x94\x82     2 \xe2\x94\x82"
-        assert until(row)  # the row
-        assert prompt_again(seen.rindex(row))
-        os.write(fd, b"SELECT 'typed' ")
-        # as a person would: Ctrl-C once the typed text shows. Written together with the text,
-        # the Ctrl-C made the terminal drop the text unread, and its SIGINT, when the kernel
-        # gave it to one of DuckDB's threads, was seen only at the next key (readline waits
-        # on the terminal with no timeout; a known limit of the shell)
-        assert until(b"'typed' ", 10, after=seen.rindex(b"puffin> "))
+        assert term.until(row)  # the row
+        assert term.prompt_again(term.seen.rindex(row))
+        term.write(b"SELECT 'typed' ")
+        assert term.until(b"'typed' ", 10, after=term.seen.rindex(b"puffin> "))
         for _ in range(5):  # Ctrl-C while typing (a key can land before the line editor reads)
-            os.write(fd, b"\x03")
-            if until(b"^C", 5):
+            term.write(b"\x03")
+            if term.until(b"^C", 5):
                 break
-        assert b"^C" in seen
-        os.write(fd, b"SELECT sum(hash(i) % 7) FROM range(20000000000) t(i);\n")
-        assert until(b"Running query")  # the spinner: stderr is the terminal
+        assert b"^C" in term.seen
+        term.write(b"SELECT sum(hash(i) % 7) FROM range(20000000000) t(i);\n")
+        assert term.until(b"Running query")  # the spinner: stderr is the terminal
         started = time.monotonic()
-        os.kill(pid, signal.SIGINT)
-        assert until(b"Interrupted", 20), seen[-500:]
+        os.kill(term.pid, signal.SIGINT)
+        assert term.until(b"Interrupted", 20), term.seen[-500:]
         assert time.monotonic() - started < 20
-        os.write(fd, b"SELECT 'after' AS z;\n")
-        assert until(b"after  ")
-        assert prompt_again(seen.rindex(b"after  "))
-        os.write(fd, b"\x04")  # Ctrl-D
-        _, status = os.waitpid(pid, 0)
-        pid = 0
-        assert os.waitstatus_to_exitcode(status) == 0
+        term.write(b"SELECT 'after' AS z;\n")
+        assert term.until(b"after  ")
+        assert term.prompt_again(term.seen.rindex(b"after  "))
+        term.write(b"\x04")  # Ctrl-D
+        assert term.exit_code() == 0
     finally:
-        if pid:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        os.close(fd)
+        term.close()
     assert history.read_text().splitlines() == [
         "SELECT 1 AS a, 2 AS b;", "SELECT sum(hash(i) % 7) FROM range(20000000000) t(i);", "SELECT 'after' AS z;"]
+
+
+def test_shell_ctrl_c_typed_in_one_burst_with_the_text_is_seen_at_once(env, tmp_path):
+    """Text and Ctrl-C in one write (a paste ending in Ctrl-C, or fast typing), after a query ran
+    (DuckDB's and Ray's threads are up): each Ctrl-C shows ``^C`` at once, exactly once. Before
+    the prompt's SIGINT watch (``puffin.signals.PromptWatch``), 5 of 15 waited for the next key:
+    readline acts on a signal only when its ``select()`` is interrupted, and this one came while
+    it handled the typed keys, or on another thread."""
+    term = Terminal(dict(env, PUFFIN_HISTORY=str(tmp_path / "history")))
+    try:
+        assert term.until(b"puffin> ")
+        for i in range(15):
+            mark = len(term.seen)
+            term.write(f"SELECT {i} AS round;\n".encode())
+            assert term.until(b"round", after=mark) and term.prompt_again(term.seen.rindex(b"round"))
+            mark = len(term.seen)
+            term.write(b"SELECT 'typed' \x03")
+            assert term.until(b"^C", 3, after=mark), f"round {i}: Ctrl-C not seen: {term.seen[mark:]!r}"
+            term.until(b"never shown", 0.3)
+            assert term.seen[mark:].count(b"^C") == 1, f"round {i}: {term.seen[mark:]!r}"
+        term.write(b"\x04")
+        assert term.exit_code() == 0
+    finally:
+        term.close()
 
 
 # -- progress, quiet ----------------------------------------------------------------------------

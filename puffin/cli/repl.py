@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable
 from typing import IO
 
@@ -51,12 +52,15 @@ class Repl:
         self.show_error = show_error or (lambda e: f"Error: {e}")
         self.failures = 0
         self._readline = None
+        self._watch: signals.PromptWatch | None = None
 
     # -- the loop ----------------------------------------------------------------------------
     def loop(self) -> int:
         """Run until end of input or ``.quit``; the exit status (1 if a piped statement failed)."""
         if self.interactive:
             self._open_history()
+            if threading.current_thread() is threading.main_thread():
+                self._watch = signals.PromptWatch()
             import puffin
 
             self._say(f"Puffin {puffin.__version__}: SQL ends with ';'. Enter .help for usage hints, "
@@ -98,14 +102,23 @@ class Repl:
             if self.interactive:
                 self.stdout.write("\n")
                 self._save_history()
+            if self._watch is not None:
+                self._watch.close()
+                self._watch = None
         return 1 if self.failures and not self.interactive else 0
 
     def _read(self, prompt: str) -> str | None:
         if self.interactive:
+            watch = self._watch
             try:
+                if watch is not None:
+                    watch.at_prompt = True
                 return input(prompt)
             except EOFError:
                 return None
+            finally:
+                if watch is not None:
+                    watch.at_prompt = False
         line = self.stdin.readline()
         return None if line == "" else line.rstrip("\n")
 
