@@ -3,7 +3,8 @@
 A ``SparkJob`` is a list of Spark SQL statements (see ``puffin.spark.transpile``) run in order
 in one Spark session, with ``inputs`` registered first as temporary views (e.g. rows Puffin
 computed, written as Parquet, for a MERGE source). ``want_result`` brings the last statement's
-rows back as an Arrow table. A client runs it and returns a ``SparkReport`` (per-statement
+rows back as an Arrow table, ``values`` the one value of the statements it names (the rows an
+UPDATE or MERGE will change, counted just before it). A client runs it and returns a ``SparkReport`` (per-statement
 seconds, and for writes the Iceberg table, its new snapshot and ``rows``: see
 ``puffin/spark/driver.py`` for the rule), or raises ``ExecutionError`` with Spark's message,
 ``QueryCancelled`` past the timeout, or ``PuffinError`` when Spark cannot start.
@@ -41,6 +42,10 @@ class SparkJob:
     statements: list[str]
     inputs: list[SparkInput] = field(default_factory=list)
     want_result: bool = False  # the last statement's rows come back in SparkReport.result
+    # statements (by index) that are one-value queries (a count): the driver collects the value
+    # into that statement's report entry as "value"; one that fails gives "value": None and
+    # "error" instead of failing the job
+    values: tuple[int, ...] = ()
 
 
 @dataclass

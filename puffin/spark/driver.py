@@ -8,7 +8,8 @@ Job (JSON)::
 
     {"conf": {"spark.sql.catalog.lake": ..., ...},       # Spark conf for the session
      "inputs": [{"name": "src", "path": "s3://b/in/", "format": "parquet"}],  # temp views
-     "statements": ["MERGE INTO lake.db.t USING src ...", ...],
+     "statements": ["SELECT count(*) ...", "MERGE INTO lake.db.t USING src ...", ...],
+     "values": [0],                            # one-value queries: their value goes in "value"
      "result": "s3://b/out/result/" | null,    # the last statement's rows go here, as Parquet
      "report": "s3://b/out/report.json" | null}
 
@@ -17,7 +18,7 @@ Report (JSON)::
     {"ok": true | false, "error": <Spark's message, no Java stack> | null,
      "error_class": "TABLE_OR_VIEW_NOT_FOUND" | null, "failed": <statement index> | null,
      "statements": [{"sql", "seconds", "table"?, "snapshot_id"?, "operation"?, "summary"?,
-                     "rows"?, "rows_exact"?}],
+                     "rows"?, "rows_exact"?, "value"?, "error"?}],
      "columns": [<result column names>] | null, "seconds": <total>, "log_tail": "..."}
 
 The result Parquet's columns are named ``_c0, _c1, ...`` (Spark refuses duplicate names, and
@@ -57,6 +58,8 @@ A = added-records, R = deleted-records, P = added-position-deletes - removed-pos
   (updates, or deletes mixed with inserts) rows = None and ``rows_exact`` is false.
 
 A statement that made no new snapshot (a DELETE that matched nothing, say) reports rows = 0.
+Where rows is None, Puffin sends a count of the rows the statement changes as a one-value
+statement (``values``) just before it, and reports that.
 """
 
 from __future__ import annotations
@@ -176,8 +179,12 @@ class Driver:
                 df.createOrReplaceTempView(inp["name"])
                 views.append(inp["name"])
             statements = list(job.get("statements") or [])
+            values = set(job.get("values") or [])
             for i, sql in enumerate(statements):
                 report["failed"] = i
+                if i in values:
+                    report["statements"].append(self._value(sql))
+                    continue
                 last = i == len(statements) - 1
                 report["statements"].append(self._statement(sql, job.get("result") if last else None, report))
             report["failed"] = None
@@ -192,6 +199,20 @@ class Driver:
         report["seconds"] = round(time.perf_counter() - started, 3)
         report["log_tail"] = "\n".join(self.log)
         return report
+
+    def _value(self, sql: str) -> dict:
+        """A one-value query (the rows a MERGE will change): its value, or why there is none. It
+        only informs the report, so its failure fails nothing."""
+        t0 = time.perf_counter()
+        print(f"@@puffin value: {sql[:200]}", file=sys.stderr, flush=True)
+        entry: dict = {"sql": sql}
+        try:
+            rows = self.spark.sql(sql).collect()
+            entry["value"] = rows[0][0] if rows else None
+        except Exception as e:  # noqa: BLE001 - reported, not raised
+            entry["value"], entry["error"] = None, error_message(e)[0]
+        entry["seconds"] = round(time.perf_counter() - t0, 3)
+        return entry
 
     def _statement(self, sql: str, result: str | None, report: dict) -> dict:
         t0 = time.perf_counter()

@@ -135,6 +135,7 @@ class _EmrClient(SparkClient):
             "conf": self.conf,
             "inputs": [{"name": i.name, "path": self._stage_input(i, base), "format": i.format} for i in job.inputs],
             "statements": list(job.statements),
+            "values": list(job.values),
             "result": f"{base}result/" if job.want_result else None,
             "report": f"{base}report.json",
         }

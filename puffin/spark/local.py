@@ -87,6 +87,7 @@ class LocalSpark(SparkClient):
             line = json.dumps({
                 "inputs": [{"name": i.name, "path": i.path, "format": i.format} for i in job.inputs],
                 "statements": list(job.statements),
+                "values": list(job.values),
                 "result": result_dir,
                 "report": None,
             })

@@ -11,7 +11,9 @@ sqlglot does the dialect work (types, functions, literals, ``read_parquet(...)``
   picks one, Spark fails with MERGE_CARDINALITY_VIOLATION.
 - DuckDB's MERGE shorthands: ``WHEN MATCHED THEN UPDATE`` (whole row) -> ``UPDATE SET *``,
   ``WHEN NOT MATCHED THEN INSERT`` / ``INSERT BY NAME`` -> ``INSERT *``, and
-  ``USING s USING (k, ...)`` -> ``ON t.k = s.k AND ...``.
+  ``USING s USING (k, ...)`` -> ``ON t.k = s.k AND ...``; WHEN clauses in Spark's order (matched,
+  not matched, not matched by source: they act on disjoint rows, so only the order within a
+  kind matters, and it is kept).
 - Types Spark lacks: HUGEINT -> DECIMAL(38, 0), UBIGINT -> DECIMAL(20, 0), UINTEGER -> BIGINT,
   USMALLINT -> INT, UTINYINT -> SMALLINT. (DuckDB's TIMESTAMP, without time zone, is already
   Spark's TIMESTAMP_NTZ, and TIMESTAMPTZ Spark's TIMESTAMP.)
@@ -41,6 +43,11 @@ _TYPES = {
 
 def to_spark(statement: exp.Expression | str, read: str = "duckdb") -> str:
     """One Puffin statement (text or a parsed sqlglot tree, not modified) as Spark SQL text."""
+    return spark_tree(statement, read).sql(dialect="spark")
+
+
+def spark_tree(statement: exp.Expression | str, read: str = "duckdb") -> exp.Expression:
+    """The statement in its Spark form, as a sqlglot tree (to print with dialect="spark")."""
     if isinstance(statement, str):
         try:
             tree = sqlglot.parse_one(statement, read=read)
@@ -61,7 +68,59 @@ def to_spark(statement: exp.Expression | str, read: str = "duckdb") -> str:
     for select in tree.find_all(exp.Select):
         if select.args.get("qualify"):
             _alias_items(select, read)
-    return tree.sql(dialect="spark")
+    return tree
+
+
+def changed_rows_query(tree: exp.Expression) -> str | None:
+    """Spark SQL counting the rows an UPDATE or MERGE (in its Spark form) will change, to run
+    just before it: Iceberg's commit summary cannot say for these (a copy-on-write commit counts
+    every row of the files it rewrote; a merge-on-read MERGE's deletes and inserts mix updates,
+    deletes and inserts). None for other statements, whose summaries are exact.
+
+    A MERGE's count joins target and source as the MERGE does (each side marked; outer on the
+    side whose unmatched rows a clause acts on) and
+    counts a row when any clause of its kind applies (Spark applies the first that does; a row
+    no clause applies to is left as it is): WHEN MATCHED for rows of both sides, WHEN NOT
+    MATCHED [BY TARGET] for source rows alone (inserts), WHEN NOT MATCHED BY SOURCE for target
+    rows alone."""
+    if isinstance(tree, exp.Update):
+        count = exp.select(exp.Count(this=exp.Star()).as_("n")).from_(tree.this.copy())
+        if tree.args.get("where") is not None:
+            count.set("where", tree.args["where"].copy())
+        return count.sql(dialect="spark")
+    if not isinstance(tree, exp.Merge):
+        return None
+    marks = {"target": "__puffin_target_row", "source": "__puffin_source_row"}
+
+    def side(node: exp.Expression, mark: str) -> exp.Subquery:
+        name = node.alias_or_name
+        inner = exp.select(exp.Star(), exp.alias_(exp.true(), mark)).from_(node.copy())
+        return inner.subquery(exp.to_identifier(name))
+
+    target, source = tree.this, tree.args["using"]
+    t_mark = exp.column(marks["target"], table=exp.to_identifier(target.alias_or_name))
+    s_mark = exp.column(marks["source"], table=exp.to_identifier(source.alias_or_name))
+    kinds: dict[str, list[exp.Expression]] = {"matched": [], "inserts": [], "by_source": []}
+    for when in tree.args["whens"].expressions:
+        kind = "matched" if when.args.get("matched") else "by_source" if when.args.get("source") else "inserts"
+        cond = when.args.get("condition")
+        kinds[kind].append(cond.copy() if cond is not None else exp.true())
+
+    def any_of(conds: list[exp.Expression]) -> exp.Expression:
+        return exp.or_(*[exp.paren(c) for c in conds]) if conds else exp.false()
+
+    applies = (exp.Case()
+               .when(exp.and_(t_mark.is_(exp.null()).not_(), s_mark.is_(exp.null()).not_()), any_of(kinds["matched"]))
+               .when(s_mark.is_(exp.null()).not_(), any_of(kinds["inserts"]))
+               .else_(any_of(kinds["by_source"])))
+    # target rows alone are needed only for BY SOURCE clauses, source rows alone only for inserts
+    join = {(True, True): "full outer", (True, False): "left", (False, True): "right",
+            (False, False): "inner"}[(bool(kinds["by_source"]), bool(kinds["inserts"]))]
+    count = (exp.select(exp.Count(this=exp.Star()).as_("n"))
+             .from_(side(target, marks["target"]))
+             .join(side(source, marks["source"]), on=tree.args["on"].copy(), join_type=join)
+             .where(applies))
+    return count.sql(dialect="spark")
 
 
 def _refuse(tree: exp.Expression) -> None:
@@ -115,7 +174,13 @@ def _merge(tree: exp.Merge) -> None:
         tree.set("on", exp.and_(*[exp.column(k.name, table=target.copy()).eq(exp.column(k.name, table=source.copy()))
                                   for k in keys]))
         tree.set("using_cond", None)
-    for when in tree.args["whens"].expressions:
+    # Spark's grammar takes WHEN MATCHED, then WHEN NOT MATCHED [BY TARGET], then WHEN NOT MATCHED
+    # BY SOURCE clauses; DuckDB any order. The kinds apply to disjoint rows, so a stable sort by
+    # kind keeps the meaning (within a kind the first clause that applies still wins)
+    whens = tree.args["whens"]
+    whens.set("expressions", sorted(whens.expressions, key=lambda w: 0 if w.args.get("matched") else
+                                    2 if w.args.get("source") else 1))
+    for when in whens.expressions:
         then = when.args.get("then")
         if isinstance(then, exp.Update) and not then.expressions:
             then.set("expressions", [exp.Star()])  # DuckDB: the whole row

@@ -11,6 +11,7 @@ Spark as a temporary view. The Spark session is the connection's, started once
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -22,6 +23,8 @@ from sqlglot import exp
 from puffin.errors import BindError
 from puffin.result import Result
 
+log = logging.getLogger("puffin.writes")
+
 
 def session_client(settings, catalogs: dict[str, dict], s3):
     """The connection's Spark client (``puffin.spark``), made on first need."""
@@ -31,32 +34,28 @@ def session_client(settings, catalogs: dict[str, dict], s3):
 
 
 def run(con, write, dialect: str, mode: str | None, timeout: float | None, entry: dict) -> Result:
-    """A write statement (a ``SparkWrite``) on Spark; one row: rows_written, snapshot_id."""
-    matched = _count_matched(con, write, mode, timeout)
-    report, spark_sql = _submit(con, write.statement, dialect, mode, timeout, want_result=False)
+    """A write statement (a ``SparkWrite``) on Spark; one row: rows_written, snapshot_id.
+
+    Iceberg's commit summary gives an exact count for inserts, overwrites and deletes. For an
+    UPDATE or MERGE it cannot (``puffin/spark/driver.py``), so the same job first counts the
+    rows the statement will change (``transpile.changed_rows_query``) and that count is used;
+    if the count fails (it informs, it does not decide), rows_written is NULL."""
+    report, spark_sql = _submit(con, write.statement, dialect, mode, timeout, want_result=False,
+                                count_changes=True)
     if report is None:
         return _text(f"Spark SQL ({con._spark_settings().mode}): {spark_sql}")
     info = next((s for s in reversed(report.statements) if s.get("table")), {})
-    if info.get("rows") is None and matched is not None:
-        info["rows"] = matched
+    counted = next((s for s in report.statements if "value" in s), None)
+    if counted is not None:
+        if counted.get("value") is not None:
+            info["rows"] = int(counted["value"])
+        else:
+            log.info("rows_written unknown: counting the rows the statement changes failed: %s",
+                     counted.get("error"))
     entry["rows"] = int(info.get("rows") or 0)
     entry["engine"] = "spark"
     return Result(pa.table({"rows_written": pa.array([info.get("rows")], pa.int64()),
                             "snapshot_id": pa.array([info.get("snapshot_id")], pa.int64())}))
-
-
-def _count_matched(con, write, mode: str | None, timeout: float | None) -> int | None:
-    """The rows an UPDATE will change, counted by Spark just before it runs (the commit's summary
-    does not say for a copy-on-write table: it counts rewritten rows). None for an UPDATE ...
-    FROM and for other statements (a copy-on-write MERGE's changed rows are not known)."""
-    stmt = write.statement
-    if mode == "explain" or not isinstance(stmt, exp.Update) or stmt.args.get("from"):
-        return None
-    count = exp.select(exp.Count(this=exp.Star()).as_("n")).from_(stmt.this.copy())
-    if stmt.args.get("where") is not None:
-        count.set("where", stmt.args["where"].copy())
-    report, _ = _submit(con, count, "duckdb", None, timeout, want_result=True)
-    return int(report.result.column(0)[0].as_py()) if report.result is not None else None
 
 
 def read(con, text: str, dialect: str, mode: str | None, timeout: float | None, entry: dict) -> Result:
@@ -72,20 +71,25 @@ def read(con, text: str, dialect: str, mode: str | None, timeout: float | None, 
     return Result(report.result if report.result is not None else pa.table({}))
 
 
-def _submit(con, stmt: exp.Expression, dialect: str, mode: str | None, timeout: float | None, want_result: bool):
+def _submit(con, stmt: exp.Expression, dialect: str, mode: str | None, timeout: float | None, want_result: bool,
+            count_changes: bool = False):
     from puffin.spark.client import SparkJob
-    from puffin.spark.transpile import to_spark
+    from puffin.spark.transpile import changed_rows_query, spark_tree
 
     stmt = stmt.copy()
     staged = _staged_tables(con, stmt)
-    spark_sql = to_spark(stmt, read="duckdb")
+    tree = spark_tree(stmt, read="duckdb")
+    spark_sql = tree.sql(dialect="spark")
+    count = changed_rows_query(tree) if count_changes else None
     if mode == "explain":
         lines = [spark_sql] + [f"  input {name}: computed by Puffin from {src}" for name, src, _ in staged]
         return None, "\n".join(lines)
     client = con._spark()
     root, inputs = _stage(con, staged)
     try:
-        return client.run(SparkJob([spark_sql], inputs, want_result=want_result), timeout), spark_sql
+        job = (SparkJob([count, spark_sql], inputs, want_result=want_result, values=(0,)) if count
+               else SparkJob([spark_sql], inputs, want_result=want_result))
+        return client.run(job, timeout), spark_sql
     finally:
         if root is not None and not root.startswith("s3://"):
             shutil.rmtree(root, ignore_errors=True)

@@ -169,6 +169,15 @@ def test_unknown_table_is_an_execution_error(spark):
     assert info.value.statement == "SELECT * FROM lake.db.no_such_table"
 
 
+def test_one_value_statements_inform_and_never_fail_the_job(spark):
+    report = spark.run(SparkJob(["SELECT count(*) FROM range(7)", "SELECT nope FROM range(1)", "SELECT 1 AS one"],
+                                values=(0, 1), want_result=True))
+    counted, failed, last = report.statements
+    assert counted["value"] == 7 and "error" not in counted
+    assert failed["value"] is None and "UNRESOLVED_COLUMN" in failed["error"] and "\tat " not in failed["error"]
+    assert "value" not in last and report.result.column(0).to_pylist() == [1]
+
+
 def test_merge_cardinality_violation_changes_nothing(spark, lake):
     spark.run(SparkJob([f"CREATE TABLE lake.db.card (id BIGINT, v STRING) USING iceberg {MOR}",
                         "INSERT INTO lake.db.card VALUES (1, 'a'), (2, 'b')"]))

@@ -44,10 +44,13 @@ CASES = [
      "WHEN NOT MATCHED THEN INSERT BY NAME"),
      ("MERGE INTO lake.db.t AS t USING s ON t.id = s.id AND t.k = s.k WHEN MATCHED AND s.op = 'd' THEN DELETE "
      "WHEN NOT MATCHED THEN INSERT *")),
-    (("MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED BY SOURCE THEN DELETE "
-     "WHEN NOT MATCHED THEN INSERT (id, v) VALUES (s.id, s.v)"),
-     ("MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED BY SOURCE THEN DELETE "
-     "WHEN NOT MATCHED THEN INSERT (id, v) VALUES (s.id, s.v)")),
+    # Spark parses the kinds in one order only (matched, not matched, by source); DuckDB any
+    (("MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED BY SOURCE AND t.x > 1 THEN DELETE "
+     "WHEN NOT MATCHED THEN INSERT (id, v) VALUES (s.id, s.v) WHEN NOT MATCHED BY SOURCE THEN UPDATE SET x = 0 "
+     "WHEN MATCHED THEN DELETE"),
+     ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE "
+     "WHEN NOT MATCHED THEN INSERT (id, v) VALUES (s.id, s.v) WHEN NOT MATCHED BY SOURCE AND t.x > 1 THEN DELETE "
+     "WHEN NOT MATCHED BY SOURCE THEN UPDATE SET x = 0")),
     ("SELECT a, b + 1, count(*) FROM t GROUP BY ALL QUALIFY rank() OVER (ORDER BY a) = 1",
      ("SELECT a, `b + 1`, `COUNT(*)` FROM (SELECT a, b + 1 AS `b + 1`, COUNT(*) AS `COUNT(*)`, "
      "RANK() OVER (ORDER BY a NULLS LAST) AS _w FROM t GROUP BY ALL) AS _t WHERE _w = 1")),
@@ -66,6 +69,30 @@ def test_parsed_tree_is_not_modified():
     before = tree.sql("duckdb")
     assert to_spark(tree).startswith("MERGE INTO t USING s ON t.id = s.id")
     assert tree.sql("duckdb") == before
+
+
+@pytest.mark.parametrize(("sql", "join", "where"), [
+    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET v = s.v", "INNER JOIN",
+     "WHEN NOT s.__puffin_source_row IS NULL THEN FALSE ELSE FALSE"),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN MATCHED AND s.v > 0 THEN DELETE WHEN NOT MATCHED THEN INSERT *",
+     "RIGHT JOIN", "THEN (s.v > 0) WHEN NOT s.__puffin_source_row IS NULL THEN (TRUE) ELSE FALSE"),
+    ("MERGE INTO t USING s ON t.id = s.id WHEN NOT MATCHED BY SOURCE AND t.v IS NULL THEN DELETE", "LEFT JOIN",
+     "THEN FALSE WHEN NOT s.__puffin_source_row IS NULL THEN FALSE ELSE (t.v IS NULL)"),
+    ("UPDATE t SET v = 1 WHERE id > 2", None, "SELECT COUNT(*) AS n FROM t WHERE id > 2"),
+    ("DELETE FROM t WHERE id > 2", None, None),
+])
+def test_changed_rows_query(sql, join, where):
+    """The count of the rows an UPDATE or MERGE changes joins only the sides its clauses act on;
+    other statements' commit summaries are exact (no count)."""
+    from puffin.spark.transpile import changed_rows_query, spark_tree
+
+    count = changed_rows_query(spark_tree(sql))
+    if where is None:
+        assert count is None
+        return
+    assert where in count
+    if join:
+        assert f") AS t {join} (" in count and count.startswith("SELECT COUNT(*) AS n FROM (SELECT *, TRUE AS")
 
 
 @pytest.mark.parametrize(("sql", "what"), [

@@ -54,6 +54,43 @@ def test_merge_update_delete_on_a_table_puffin_created(lake):
         {"id": i, "v": v} for i, v in want]
 
 
+MERGE_ALL_CLAUSES = (
+    "MERGE INTO {t} t USING {s} s ON t.id = s.id "
+    "WHEN MATCHED AND s.v = 'c' THEN DELETE "
+    "WHEN MATCHED AND t.id < 2 THEN UPDATE SET v = s.v "  # id 2 matches, no clause applies: unchanged
+    "WHEN NOT MATCHED BY SOURCE AND t.id > 4 THEN DELETE "
+    "WHEN NOT MATCHED AND s.id < 10 THEN INSERT (id, v) VALUES (s.id, s.v)")
+
+
+@pytest.mark.parametrize("mode", ["copy-on-write", "merge-on-read"])
+def test_merge_and_update_from_count_the_rows_they_change_like_duckdb(lake, mode):
+    """rows_written of a MERGE (every clause kind, conditions that leave rows alone) and of an
+    UPDATE ... FROM is the rows changed, as DuckDB counts them on the same data, on both write
+    modes: Iceberg's summary alone cannot say (copy-on-write counts whole rewritten files)."""
+    import duckdb
+
+    _, con, _ = lake
+    name = f"lake.db.counts_{mode.replace('-', '_')}"
+    con.sql(f"CREATE TABLE {name} (id BIGINT, v STRING) USING iceberg TBLPROPERTIES ('format-version'='2', "
+            f"'write.delete.mode'='{mode}', 'write.update.mode'='{mode}', 'write.merge.mode'='{mode}')",
+            dialect="spark")
+    con.sql(f"INSERT INTO {name} SELECT range, range::VARCHAR FROM range(8)")
+    source = pa.table({"id": pa.array([1, 2, 3, 9, 10], pa.int64()), "v": ["a", "b", "c", "z", "y"]})
+    con.register("src", source)
+    oracle = duckdb.connect()
+    oracle.sql("CREATE TABLE t AS SELECT range AS id, range::VARCHAR AS v FROM range(8)")
+    oracle.register("src", source)
+    want = oracle.sql(MERGE_ALL_CLAUSES.format(t="t", s="src")).fetchall()[0][0]
+    got = con.sql(MERGE_ALL_CLAUSES.format(t=name, s="src")).arrow()
+    assert got.column("rows_written").to_pylist() == [want] == [6]
+    assert _rows(con, name) == oracle.sql("SELECT * FROM t ORDER BY id").fetchall()
+    update = "UPDATE {t} AS x SET v = upper(s.v) FROM src s WHERE x.id = s.id AND s.id > 1"
+    want = oracle.sql(update.format(t="t")).fetchall()[0][0]
+    got = con.sql(update.format(t=name)).arrow()
+    assert got.column("rows_written").to_pylist() == [want] == [2]
+    assert _rows(con, name) == oracle.sql("SELECT * FROM t ORDER BY id").fetchall()
+
+
 def test_puffin_reads_spark_merge_on_read_deletes_and_spark_reads_puffin_appends(lake):
     cat, con, _ = lake
     con.sql("CREATE TABLE lake.db.mor (id BIGINT, v STRING) USING iceberg TBLPROPERTIES ("
