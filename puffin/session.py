@@ -230,7 +230,7 @@ class Connection:
                 from puffin.writes import spark
 
                 return spark.read(self, text, dialect, mode, timeout, entry)
-        if is_write(text):  # COPY, CREATE TABLE, INSERT, MERGE, UPDATE, DELETE: puffin.writes
+        if is_write(text):  # COPY, CREATE TABLE, INSERT, MERGE, UPDATE, DELETE, CALL: puffin.writes
             with self._journal.entry(query) as entry:
                 from puffin.writes import run_write
 

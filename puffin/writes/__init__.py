@@ -6,7 +6,8 @@ query planned and run like any other, whose last stage's tasks write instead of 
 
 - ``files.FileTarget``: COPY ... TO / CREATE TABLE on a path, staged then published at once;
 - ``tables.TableTarget``: INSERT INTO / CREATE TABLE AS an Iceberg table, one commit;
-- ``spark.run``: MERGE, UPDATE, DELETE, INSERT OVERWRITE, CREATE OR REPLACE on Spark SQL.
+- ``spark.run``: MERGE, UPDATE, DELETE, INSERT OVERWRITE, CREATE OR REPLACE on Spark SQL;
+- ``spark.call``: CALL of Iceberg's procedures (table maintenance) on Spark, rows as Spark gives.
 
 Every check that can fail (target not empty, columns or types that do not fit, a table that
 exists or does not, credentials that cannot write) runs before any task does, and a failure
@@ -23,13 +24,19 @@ import pyarrow as pa
 from puffin.errors import BindError, NotSupportedError, PuffinError
 from puffin.planner.parse import parse_statement, retry_deep
 from puffin.result import Result
-from puffin.writes.statement import FileWrite, SparkWrite, TableWrite, classify
+from puffin.writes.statement import FileWrite, SparkWrite, TableWrite, classify, parse_call
 
 
 def run_write(con, text: str, dialect: str, mode: str | None, timeout: float | None, entry: dict,
               progress=None) -> Result:
     if mode == "analyze":
         raise NotSupportedError("EXPLAIN ANALYZE of a write statement (EXPLAIN shows its plan; run it to write)")
+    call = parse_call(text)
+    if call is not None:
+        from puffin.writes import spark
+
+        entry["write"] = type(call).__name__
+        return spark.call(con, call, mode, timeout, entry)
     write = classify(retry_deep(lambda: parse_statement(text, dialect)))
     entry["write"] = type(write).__name__
     if not isinstance(write, FileWrite) and not _in_catalog(con, write):

@@ -5,6 +5,7 @@
 | ``COPY (query) TO 'path'``, ``CREATE TABLE 'path' AS``  | ``FileWrite``: DuckDB in Puffin's tasks   |
 | ``INSERT INTO cat.ns.t ...``, ``CREATE TABLE cat.ns.t AS``, ``CREATE TABLE cat.ns.t (cols)`` | ``TableWrite``: Puffin's tasks write data files, one pyiceberg commit |
 | ``INSERT OVERWRITE``, ``CREATE OR REPLACE TABLE ... AS``, ``MERGE``, ``UPDATE``, ``DELETE`` | ``SparkWrite``: Spark SQL on the same catalog |
+| ``CALL cat.system.procedure(...)`` (Iceberg's table maintenance)  | ``SparkCall``: Spark SQL, as written |
 
 ``classify`` reads the statement only; names are resolved by the writers. What none of them
 runs is refused here with a ``NotSupportedError`` that names it.
@@ -21,8 +22,10 @@ from sqlglot import exp
 from puffin.errors import NotSupportedError, PuffinError
 from puffin.operators.sink import EXTENSIONS
 
-WRITE_START = re.compile(r"^(?:\s+|--[^\n]*\n|/\*.*?\*/)*\(?\s*(COPY|CREATE|INSERT|MERGE|UPDATE|DELETE)\b",
-                         re.IGNORECASE | re.DOTALL)
+_LEAD = r"^(?:\s+|--[^\n]*\n|/\*.*?\*/)*"  # blanks and comments before the statement
+WRITE_START = re.compile(_LEAD + r"\(?\s*(COPY|CREATE|INSERT|MERGE|UPDATE|DELETE|CALL)\b", re.IGNORECASE | re.DOTALL)
+_CALL = re.compile(_LEAD + r"CALL\s+(?P<name>[A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*)\s*\((?P<args>.*)\)[\s;]*$",
+                   re.IGNORECASE | re.DOTALL)
 FILE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json"}
 # COPY options DuckDB takes that Puffin passes to each task's COPY as they are
 PASSED = {"COMPRESSION", "ROW_GROUP_SIZE", "ROW_GROUP_SIZE_BYTES", "FIELD_IDS", "PARQUET_VERSION",
@@ -67,7 +70,35 @@ class SparkWrite:
     table: exp.Table  # the table it changes
 
 
+@dataclass(frozen=True)
+class SparkCall:
+    """``CALL [catalog.]system.procedure(args)``: one of Iceberg's stored procedures
+    (expire_snapshots, remove_orphan_files, rewrite_data_files, rollback_to_snapshot, ...), which
+    only Spark runs. Its arguments are Spark SQL and go to Spark as written."""
+
+    catalog: str | None  # None: the default catalog
+    procedure: str
+    text: str  # the statement as Spark runs it (no trailing ';')
+
+
 Write = FileWrite | TableWrite | SparkWrite
+
+
+def parse_call(text: str) -> SparkCall | None:
+    """The CALL statement ``text`` is, or None if it is not one. sqlglot keeps CALL as opaque
+    text, so it is read here; a procedure not under ``system`` is refused (Iceberg's are)."""
+    m = _CALL.match(text)
+    if m is None:
+        if re.match(_LEAD + r"CALL\b", text, re.IGNORECASE):
+            raise NotSupportedError("this CALL statement; write CALL catalog.system.procedure(name => value, ...)")
+        return None
+    parts = [p.strip() for p in m.group("name").split(".")]
+    if len(parts) not in (2, 3) or parts[-2].lower() != "system":
+        raise NotSupportedError(f"CALL {m.group('name')}: only Iceberg's procedures run, named "
+                                "catalog.system.procedure (or system.procedure in the default catalog)")
+    catalog = parts[0] if len(parts) == 3 else None
+    body = text[m.start("name"):m.end("args") + 1]
+    return SparkCall(catalog, parts[-1].lower(), "CALL " + body)
 
 
 def classify(stmt: exp.Expression) -> Write:

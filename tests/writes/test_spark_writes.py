@@ -166,6 +166,55 @@ def test_a_merge_racing_appends_either_commits_whole_or_fails_cleanly(lake):
     assert merged == ({1} if isinstance(outcome, pa.Table) else {0}), outcome  # all or nothing
 
 
+def test_call_runs_icebergs_maintenance_procedures(lake):
+    """CALL cat.system.procedure(...) runs on Spark and returns its rows: remove_orphan_files
+    removes what a killed writer left in the table's data directory (older than its 3 days) and
+    nothing the table uses; expire_snapshots drops old snapshots. The table reads the same."""
+    import datetime as dt
+    import os
+    import time
+
+    import pyarrow.parquet as pq
+
+    cat, con, _ = lake
+    con.sql("CREATE TABLE lake.db.kept AS SELECT range AS id FROM range(10)")
+    for i in range(3):
+        con.sql(f"INSERT INTO lake.db.kept SELECT {100 + i}")
+    table = cat.load_table("db.kept")
+    data_dir = table.location().removeprefix("file://") + "/data"
+    orphan = os.path.join(data_dir, "00000-0-killed-writer.parquet")
+    pq.write_table(pa.table({"id": pa.array([999], pa.int64())}), orphan)
+    old = time.time() - 5 * 86400
+    os.utime(orphan, (old, old))
+    before = _rows(con, "lake.db.kept")
+
+    dry = con.sql("CALL lake.system.remove_orphan_files(table => 'db.kept', dry_run => true)").arrow()
+    assert [p.removeprefix("file:") for p in dry.column("orphan_file_location").to_pylist()] == [orphan]
+    assert os.path.exists(orphan)  # a dry run lists only
+    removed = con.sql("CALL lake.system.remove_orphan_files(table => 'db.kept')").arrow()
+    assert [p.removeprefix("file:") for p in removed.column("orphan_file_location").to_pylist()] == [orphan]
+    assert not os.path.exists(orphan) and _rows(con, "lake.db.kept") == before
+
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    expired = con.sql(f"CALL system.expire_snapshots(table => 'db.kept', older_than => TIMESTAMP '{now}', "
+                      "retain_last => 1);").arrow()
+    assert "deleted_manifest_lists_count" in expired.column_names
+    assert expired.column("deleted_manifest_lists_count").to_pylist() == [3]
+    assert len(cat.load_table("db.kept").metadata.snapshots) == 1 and _rows(con, "lake.db.kept") == before
+
+
+def test_bad_calls_are_named(lake):
+    _, con, _ = lake
+    with pytest.raises(NotSupportedError, match="only Iceberg's procedures run"):
+        con.sql("CALL lake.db.my_proc(1)")
+    with pytest.raises(puffin.PuffinError, match="unknown catalog nope in CALL; configured: lake"):
+        con.sql("CALL nope.system.expire_snapshots(table => 'db.t')")
+    with pytest.raises(ExecutionError, match="CALL lake.system.no_such_procedure: Spark.s Iceberg has no procedure named no_such_procedure"):
+        con.sql("CALL lake.system.no_such_procedure(table => 'db.t')")
+    text = con.sql("EXPLAIN CALL lake.system.expire_snapshots(table => 'db.t')").arrow().column(0)[0].as_py()
+    assert text == "Spark SQL (local): CALL lake.system.expire_snapshots(table => 'db.t')"
+
+
 def test_spark_off_is_refused_with_the_setting_named(local_ray, tmp_path):
     con = puffin.connect(catalogs={"lake": {"type": "sql", "uri": f"sqlite:///{tmp_path}/c.db",
                                             "warehouse": f"file://{tmp_path}/wh"}}, spark={"mode": "off"})

@@ -41,3 +41,18 @@ def test_forms_no_writer_runs_are_named(con, sql, message):
 def test_an_unknown_engine_is_named(con):
     with pytest.raises(PuffinError, match="unknown engine 'presto'; engines: puffin, spark"):
         con.sql("SELECT 1", engine="presto")
+
+
+@pytest.mark.parametrize(("text", "catalog", "procedure", "spark"), [
+    ("CALL lake.system.remove_orphan_files(table => 'db.t');", "lake", "remove_orphan_files",
+     "CALL lake.system.remove_orphan_files(table => 'db.t')"),
+    ("-- keep one\n call System . expire_snapshots('db.t', TIMESTAMP '2026-01-01 00:00:00', 1) ;\n", None,
+     "expire_snapshots", "CALL System . expire_snapshots('db.t', TIMESTAMP '2026-01-01 00:00:00', 1)"),
+])
+def test_call_is_read_as_written(text, catalog, procedure, spark):
+    from puffin.writes.statement import is_write, parse_call
+
+    assert is_write(text)
+    call = parse_call(text)
+    assert (call.catalog, call.procedure, call.text) == (catalog, procedure, spark)
+    assert parse_call("SELECT 'CALL x()'") is None
