@@ -14,12 +14,21 @@ succeeded does the driver publish:
 A failed, cancelled or interrupted query removes its staging and leaves nothing visible. As
 DuckDB does, a directory target that already holds files needs OVERWRITE (checked before anything
 runs), and a file target is replaced.
+
+A driver killed before publishing cannot remove its staging, which stays hidden. Each staging
+directory holds ``_puffin_owner`` (host, pid and start time of the writing process), and the
+next write beside it removes the ones abandoned: their owner ran on this host and is gone, or
+(another host's, or with no owner) nothing in them changed for ``STALE_AFTER_S``.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
+import socket
+import time
 import uuid
 
 import pyarrow as pa
@@ -31,6 +40,9 @@ from puffin.storage import S3Config, is_s3, s3_filesystem, storage_error, strip_
 from puffin.writes.statement import FileWrite
 
 MARKER = "_SUCCESS"
+OWNER = "_puffin_owner"
+STALE_AFTER_S = 86400.0  # a day: no write runs that long without touching its staging
+log = logging.getLogger("puffin.writes")
 
 
 def _hidden(name: str) -> bool:
@@ -50,13 +62,15 @@ class FileTarget:
             self.fs = s3_filesystem(s3)
             self.key = strip_scheme(path)
             parent = self.key if not write.single else self.key.rsplit("/", 1)[0]
-            self.staging_key = f"{parent}/_puffin_staging-{self.id}"
+            self.staging_prefix = f"{parent}/_puffin_staging-"
+            self.staging_key = f"{self.staging_prefix}{self.id}"
             self.staging = "s3://" + self.staging_key
         else:
             self.fs = pafs.LocalFileSystem()
             self.key = os.path.abspath(os.path.expanduser(path))
             parent, name = os.path.split(self.key)
-            self.staging = self.staging_key = os.path.join(parent, f".{name}.puffin-staging-{self.id}")
+            self.staging_prefix = os.path.join(parent, f".{name}.puffin-staging-")
+            self.staging = self.staging_key = f"{self.staging_prefix}{self.id}"
 
     # -- before anything runs ------------------------------------------------------------------
     def check(self) -> None:
@@ -73,11 +87,11 @@ class FileTarget:
                                   "PER_THREAD_OUTPUT or a path ending in '/'")
             if not w.single and info.type == pafs.FileType.File:
                 raise PuffinError(f"{w.path} is a file, not a directory")
-            if self.remote:  # a probe object: credentials that cannot write fail here, not midway
-                with self.fs.open_output_stream(f"{self.staging_key}/_probe") as out:
-                    out.write(b"")
-            else:
+            if not self.remote:
                 self.fs.create_dir(self.staging_key, recursive=True)
+            # first object of the staging (on S3 credentials that cannot write fail here, not midway)
+            with self.fs.open_output_stream(f"{self.staging_key}/{OWNER}") as out:
+                out.write(_owner_record())
         except PuffinError:
             raise
         except PermissionError as e:
@@ -86,6 +100,44 @@ class FileTarget:
             if self.remote:
                 raise storage_error(e, w.path, self.s3, action="write") from None
             raise PuffinError(f"cannot write {w.path}: {e.strerror or e}") from None
+        self._remove_abandoned()
+
+    def _remove_abandoned(self) -> None:
+        """Remove staging beside ours that killed writers left (never a live writer's)."""
+        parent = os.path.dirname(self.staging_prefix)
+        try:
+            entries = self.fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+        except OSError:
+            return
+        for entry in entries:
+            path = entry.path.rstrip("/")
+            if (entry.type != pafs.FileType.Directory or not path.startswith(self.staging_prefix)
+                    or path == self.staging_key.rstrip("/")):
+                continue
+            try:
+                why = self._abandoned(path)
+                if why:
+                    self.fs.delete_dir(path)
+                    log.info("removed staging %s that a killed write left (%s)", path, why)
+            except OSError as e:  # another writer's cleanup got there first, or no right to: theirs
+                log.debug("left staging %s: %s", path, e)
+
+    def _abandoned(self, path: str) -> str | None:
+        """Why the staging directory at ``path`` is abandoned, or None if it may be in use."""
+        try:
+            with self.fs.open_input_stream(f"{path}/{OWNER}") as f:
+                owner = json.loads(f.read())
+        except (OSError, ValueError):
+            owner = None
+        if owner and owner.get("host") == socket.gethostname():
+            if _alive(owner.get("pid"), owner.get("started")):
+                return None
+            return f"its writer, pid {owner.get('pid')} on this host, is gone"
+        files = self.fs.get_file_info(pafs.FileSelector(path, recursive=True))
+        newest = max((i.mtime.timestamp() for i in files if i.mtime is not None), default=0.0)
+        if time.time() - newest > STALE_AFTER_S:
+            return f"untouched for {(time.time() - newest) / 3600:.0f} h"
+        return None
 
     def _visible(self) -> bool:
         infos = self.fs.get_file_info(pafs.FileSelector(self.key, recursive=True, allow_not_found=True))
@@ -123,6 +175,7 @@ class FileTarget:
             shutil.rmtree(self.staging, ignore_errors=True)
             return
         open(os.path.join(self.staging, MARKER), "wb").close()
+        os.remove(os.path.join(self.staging, OWNER))
         old = None
         if os.path.isdir(self.key):
             if os.listdir(self.key):  # OVERWRITE (checked): the old files go away with one rename
@@ -162,3 +215,29 @@ class FileTarget:
         except (OSError, FileNotFoundError):
             pass
 
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (Linux), telling a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _owner_record() -> bytes:
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                       "started": _start_time(os.getpid())}).encode()
+
+
+def _alive(pid, started) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    return started is None or _start_time(pid) in (None, started)

@@ -5,6 +5,8 @@ failure leaves nothing visible; bad targets are refused before anything is writt
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import duckdb
 import pyarrow as pa
@@ -173,6 +175,49 @@ def test_a_driver_killed_before_publishing_leaves_nothing_visible(tmp_path, tpch
     con = puffin.connect()
     with pytest.raises(PuffinError, match="no files found"):  # a reader of the parent sees none of them
         con.sql(f"SELECT count(*) FROM '{tmp_path}'")
+    # the next write to the target removes what the dead writer left (its pid is gone)
+    con.register("lineitem", f"{tpch_dir}/lineitem")
+    con.sql(f"COPY (SELECT l_orderkey, l_linenumber FROM lineitem LIMIT 10) TO '{out}' "
+            "(FORMAT parquet, PARTITION_BY (l_linenumber))")
+    assert os.listdir(tmp_path) == ["out"] and "_puffin_owner" not in str(_files(out))
+
+
+def test_abandoned_staging_is_removed_and_a_live_writers_kept(tmp_path, local_ray):
+    """Staging beside a target: removed when its owner ran here and is gone, or when another
+    host's (or an ownerless one) was untouched for a day; kept when its writer lives, or when
+    another host's changed lately."""
+    import json
+    import socket
+    import time
+
+    from puffin.writes import files
+
+    def staging(name: str, owner: dict | None, age_s: float = 0) -> str:
+        d = tmp_path / f".out.puffin-staging-{name}"
+        d.mkdir()
+        pq.write_table(pa.table({"x": [1]}), d / "part-0.parquet")
+        if owner is not None:
+            (d / files.OWNER).write_text(json.dumps(owner))
+        then = time.time() - age_s
+        for f in d.iterdir():
+            os.utime(f, (then, then))
+        return d.name
+
+    here = socket.gethostname()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    kept = {
+        staging("live", {"host": here, "pid": os.getpid(), "started": files._start_time(os.getpid())}),
+        staging("elsewhere-recent", {"host": "other-node", "pid": 1, "started": None}, age_s=3600),
+        staging("no-owner-recent", None, age_s=60),
+    }
+    staging("dead", {"host": here, "pid": int(dead), "started": "1"}, age_s=0)
+    staging("reused-pid", {"host": here, "pid": os.getpid(), "started": "0"}, age_s=0)  # same pid, other start
+    staging("elsewhere-old", {"host": "other-node", "pid": 1, "started": None}, age_s=2 * 86400)
+    staging("no-owner-old", None, age_s=2 * 86400)
+    con = puffin.connect()
+    con.sql(f"COPY (SELECT 1 AS x, 2 AS y) TO '{tmp_path}/out' (FORMAT parquet, PARTITION_BY (x))")
+    assert set(os.listdir(tmp_path)) == kept | {"out"}
 
 
 def test_create_table_as_without_a_catalog_makes_a_session_table(local_ray, tpch_dir, oracle):

@@ -98,3 +98,32 @@ def test_an_iceberg_table_the_credentials_cannot_write(local_ray, tmp_path, s3_s
     assert "wrong-secret" not in str(err.value)
     assert _keys(s3_server, s3_bucket, "denied-lake/") == before
     assert good.sql("SELECT x FROM lake.db.t").fetchall() == [(1,)]
+
+
+def test_a_killed_writers_staging_is_removed_by_the_next_write(con, s3_server, s3_bucket, request):
+    """What a driver killed before publishing leaves under the prefix (hidden objects and its
+    owner record, a dead pid of this host) goes with the next write there; a live writer's stays."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from puffin.writes import files
+
+    prefix = f"writes/{request.node.callspec.id}/abandoned"
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    client = s3_server.client()
+    owners = {"dead": {"host": socket.gethostname(), "pid": dead, "started": "1"},
+              "live": {"host": socket.gethostname(), "pid": os.getpid(), "started": files._start_time(os.getpid())}}
+    for name, owner in owners.items():
+        client.put_object(Bucket=s3_bucket, Key=f"{prefix}/_puffin_staging-{name}/{files.OWNER}",
+                          Body=json.dumps(owner).encode())
+        client.put_object(Bucket=s3_bucket, Key=f"{prefix}/_puffin_staging-{name}/k=1/part-0.parquet", Body=b"x")
+    con.sql(f"COPY (SELECT 1 AS k, 2 AS v) TO 's3://{s3_bucket}/{prefix}/' (FORMAT parquet, PARTITION_BY (k))")
+    keys = _keys(s3_server, s3_bucket, prefix + "/")
+    assert not [k for k in keys if "staging-dead" in k]
+    assert [k for k in keys if "_puffin_staging" in k] == [f"{prefix}/_puffin_staging-live/{files.OWNER}",
+                                                           f"{prefix}/_puffin_staging-live/k=1/part-0.parquet"]
+    assert con.sql(f"SELECT k, v FROM 's3://{s3_bucket}/{prefix}'").fetchall() == [(1, 2)]
