@@ -135,7 +135,7 @@ def test_tree_holds_the_repository_puffin_and_nothing_of_the_driver(tree):
     assert set(built) == {p for p in repo if p.endswith(".py") or p.startswith("tpch/queries/")}
     assert all(built[p] == repo[p] for p in built)
     names = {re.split(r"[-.]", p.name)[0].lower() for p in tree.iterdir()}
-    assert {"puffin", "puffindb", "duckdb", "pyarrow", "pyiceberg", "sqlglot", "numpy"} <= names
+    assert {"puffin", "puffindb", "duckdb", "pyarrow", "pyiceberg", "sqlglot", "numpy", "sqlalchemy", "psycopg2"} <= names
     assert not names & set(NOT_IN_TREE)
 
 
@@ -160,8 +160,9 @@ doc = json.loads(sys.stdin.read())
 out = {"sys_path": sys.path, "flags": [sys.flags.isolated, sys.flags.no_site],
        "importable": [m for m in doc["absent"] if importlib.util.find_spec(m) is not None]}
 import puffin.lambda_bridge.handler as h
-import duckdb, pyarrow, pyiceberg, puffin
-out["files"] = {m.__name__: m.__file__ for m in (puffin, duckdb, pyarrow, pyiceberg)}
+import duckdb, pyarrow, pyiceberg, puffin, sqlalchemy, psycopg2
+sqlalchemy.create_engine("postgresql+psycopg2://u@localhost/catalog")  # the SQL catalog's driver loads
+out["files"] = {m.__name__: m.__file__ for m in (puffin, duckdb, pyarrow, pyiceberg, sqlalchemy, psycopg2)}
 fn = getattr(h, doc["handler"])
 out["responses"] = [fn(e, None) for e in doc["events"]]
 out["loaded"] = sorted({m.split(".")[0] for m in sys.modules} & set(doc["absent"]))
@@ -221,8 +222,7 @@ def test_engine_handler_runs_from_the_tree(tree, tmp_path):
 
 class _RestCatalog(http.server.BaseHTTPRequestHandler):
     """The two calls of the Iceberg REST protocol that loading a table makes (GET config, GET
-    table), answered from a table's metadata file: the Catalog function in the image has
-    pyiceberg's REST (and Glue) catalogs, not its SQL one (no SQLAlchemy there)."""
+    table), answered from a table's metadata file."""
 
     tables: ClassVar[dict[str, str]] = {}
 
@@ -250,11 +250,14 @@ class _RestCatalog(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_catalog_handler_runs_from_the_tree(tree, tmp_path):
+@pytest.mark.parametrize("kind", ["rest", "sql"])
+def test_catalog_handler_runs_from_the_tree(tree, tmp_path, kind):
+    """The Catalog function plans a table's files from a REST catalog and from a SQL one (here on
+    SQLite; the tree has SQLAlchemy and psycopg2 for PostgreSQL)."""
     from pyiceberg.catalog.sql import SqlCatalog
     from pyiceberg.expressions import GreaterThanOrEqual
 
-    cat = SqlCatalog("w", uri=f"sqlite:///{tmp_path}/cat.db", warehouse=f"file://{tmp_path}/wh")
+    cat = SqlCatalog("lake", uri=f"sqlite:///{tmp_path}/cat.db", warehouse=f"file://{tmp_path}/wh")
     cat.create_namespace("db")
     tbl = cat.create_table("db.t", schema=pa.schema([("id", pa.int64()), ("k", pa.string())]))
     for start in (0, 100, 200):  # three appends: three data files
@@ -265,7 +268,8 @@ def test_catalog_handler_runs_from_the_tree(tree, tmp_path):
     _RestCatalog.tables = {"db.t": tbl.metadata_location}
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        config = {"type": "rest", "uri": f"http://127.0.0.1:{server.server_address[1]}"}
+        config = ({"type": "rest", "uri": f"http://127.0.0.1:{server.server_address[1]}"} if kind == "rest" else
+                  {"type": "sql", "uri": f"sqlite:///{tmp_path}/cat.db", "warehouse": f"file://{tmp_path}/wh"})
         flt = GreaterThanOrEqual("id", 150)
         events = [{"puffin": wire.VERSION, "kind": "catalog", "catalog": "lake", "config": config, "table": "db.t",
                    "snapshot_id": None, "filter": wire.pack_object(f) if f is not None else None, "s3": None,
