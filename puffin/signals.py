@@ -88,7 +88,8 @@ class PromptWatch:
         self._closed = True
         signal.set_wakeup_fd(self._old_fd)
         signal.signal(signal.SIGINT, self._previous)
-        os.write(self._w, b"\0")  # wake the thread
+        with contextlib.suppress(BlockingIOError):  # a full pipe wakes the thread as well
+            os.write(self._w, b"\0")  # wake the thread
         self._thread.join(2)
         os.close(self._r)
         os.close(self._w)

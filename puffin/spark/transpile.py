@@ -78,11 +78,10 @@ def changed_rows_query(tree: exp.Expression) -> str | None:
     deletes and inserts). None for other statements, whose summaries are exact.
 
     A MERGE's count joins target and source as the MERGE does (each side marked; outer on the
-    side whose unmatched rows a clause acts on) and
-    counts a row when any clause of its kind applies (Spark applies the first that does; a row
-    no clause applies to is left as it is): WHEN MATCHED for rows of both sides, WHEN NOT
-    MATCHED [BY TARGET] for source rows alone (inserts), WHEN NOT MATCHED BY SOURCE for target
-    rows alone."""
+    side whose unmatched rows a clause acts on) and counts a row when any clause of its kind
+    applies (Spark applies the first that does; a row no clause applies to is left as it is):
+    WHEN MATCHED for rows of both sides, WHEN NOT MATCHED [BY TARGET] for source rows alone
+    (inserts), WHEN NOT MATCHED BY SOURCE for target rows alone."""
     if isinstance(tree, exp.Update):
         count = exp.select(exp.Count(this=exp.Star()).as_("n")).from_(tree.this.copy())
         if tree.args.get("where") is not None:

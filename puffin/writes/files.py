@@ -216,7 +216,6 @@ class FileTarget:
             pass
 
 
-
 def _start_time(pid: int) -> str | None:
     """A process's start time in clock ticks since boot (Linux), telling a reused pid apart."""
     try:

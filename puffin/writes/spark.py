@@ -65,10 +65,10 @@ def call(con, stmt, mode: str | None, timeout: float | None, entry: dict) -> Res
     from puffin.spark.client import SparkJob
 
     catalogs = con._catalogs.configured()
-    if stmt.catalog is not None and stmt.catalog not in catalogs:
-        raise BindError(f"unknown catalog {stmt.catalog} in CALL; configured: {', '.join(sorted(catalogs)) or '(none)'}")
     if not catalogs:
         raise BindError("CALL runs an Iceberg procedure on a catalog; configure one: connect(catalogs={...})")
+    if stmt.catalog is not None and stmt.catalog not in catalogs:
+        raise BindError(f"unknown catalog {stmt.catalog} in CALL; configured: {', '.join(sorted(catalogs))}")
     if mode == "explain":
         return _text(f"Spark SQL ({con._spark_settings().mode}): {stmt.text}")
     try:
@@ -76,8 +76,9 @@ def call(con, stmt, mode: str | None, timeout: float | None, entry: dict) -> Res
     except ExecutionError as e:
         # Iceberg's parser takes a CALL only of a procedure it has; Spark's own then fails at CALL
         if getattr(e, "error_class", None) == "PARSE_SYNTAX_ERROR" and "'CALL'" in str(e):
-            err = ExecutionError(f"CALL {stmt.text[5:].split('(')[0].strip()}: Spark's Iceberg has no procedure "
-                                 f"named {stmt.procedure} (Spark: {e})", remote_traceback=e.remote_traceback)
+            name = f"{stmt.catalog + '.' if stmt.catalog else ''}system.{stmt.procedure}"
+            err = ExecutionError(f"CALL {name}: Spark's Iceberg has no procedure named {stmt.procedure} "
+                                 f"(Spark: {e})", remote_traceback=e.remote_traceback)
             err.error_class, err.statement = e.error_class, stmt.text
             raise err from None
         raise

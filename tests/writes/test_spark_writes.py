@@ -207,6 +207,8 @@ def test_bad_calls_are_named(lake):
     _, con, _ = lake
     with pytest.raises(NotSupportedError, match="only Iceberg's procedures run"):
         con.sql("CALL lake.db.my_proc(1)")
+    with pytest.raises(NotSupportedError, match=r"this CALL statement; write CALL catalog.system.procedure\("):
+        con.sql("CALL lake.system.expire_snapshots")
     with pytest.raises(puffin.PuffinError, match="unknown catalog nope in CALL; configured: lake"):
         con.sql("CALL nope.system.expire_snapshots(table => 'db.t')")
     with pytest.raises(ExecutionError, match="CALL lake.system.no_such_procedure: Spark.s Iceberg has no procedure named no_such_procedure"):

@@ -56,3 +56,10 @@ def test_call_is_read_as_written(text, catalog, procedure, spark):
     call = parse_call(text)
     assert (call.catalog, call.procedure, call.text) == (catalog, procedure, spark)
     assert parse_call("SELECT 'CALL x()'") is None
+
+
+def test_call_without_a_catalog_says_to_configure_one():
+    from puffin.errors import BindError
+
+    with pytest.raises(BindError, match=r"configure one: connect\(catalogs="):
+        puffin.connect(prestart=False).sql("CALL system.expire_snapshots(table => 'db.t')")
